@@ -1,0 +1,9 @@
+# Snakemake entry point: it only includes the rule files and names the default target.
+# `snakemake -c2` builds everything for the dataset in params.yaml; any file can be a target.
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        shards=f"{DATA}/shards/{DATASET}",

@@ -1,0 +1,103 @@
+"""`align <stage>`: one thin subcommand per pipeline stage; the logic lives in the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from align.config import DEFAULT_PARAMS, Params, load_params
+from align.errors import UserError
+
+Command = Callable[[Params, argparse.Namespace], None]
+COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None]):
+    def decorator(function: Command) -> Command:
+        COMMANDS[name] = (help_text, function, arguments)
+        return function
+
+    return decorator
+
+
+def dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="dataset name (default: `dataset` in params.yaml)")
+
+
+@command("acquire", "download, extract or generate a dataset's raw images", dataset_argument)
+def acquire(params: Params, args: argparse.Namespace) -> None:
+    from align.data.acquire import acquire_dataset
+
+    acquire_dataset(params, args.dataset or params.dataset)
+
+
+@command("split", "split each domain 6:2:2 by class, skipping unreadable files", dataset_argument)
+def split(params: Params, args: argparse.Namespace) -> None:
+    from align.data.split import write_split
+
+    write_split(params, args.dataset or params.dataset)
+
+
+@command("shard", "write webdataset shards of every domain and split", dataset_argument)
+def shard(params: Params, args: argparse.Namespace) -> None:
+    from align.data.shards import write_shards
+
+    write_shards(params, args.dataset or params.dataset)
+
+
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    dataset_argument(parser)
+    parser.add_argument("--domain", required=True, help="training domain")
+    parser.add_argument("--method", required=True, help="method name (see `methods` in params)")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("train", "train one method on one domain with one seed", run_arguments)
+def train(params: Params, args: argparse.Namespace) -> None:
+    from align.runs import RunSpec
+    from align.train import train_run
+
+    spec = RunSpec(args.dataset or params.dataset, args.domain, args.method, args.seed)
+    train_run(params, spec, args.runs_root, show_progress=not args.no_progress)
+
+
+@command("check-params", "validate params.yaml and print the resolved values", lambda parser: None)
+def check_params(params: Params, args: argparse.Namespace) -> None:
+    print(params.model_dump_json(indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="align", description=__doc__)
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _, arguments) in COMMANDS.items():
+        arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    _, function, _ = COMMANDS[args.command]
+    try:
+        function(load_params(args.params), args)
+    except UserError as error:
+        print(f"align {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"align {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""params.yaml: one typed, validated configuration, and hashes of parameter subsets.
+
+Every section is a pydantic model with `extra="forbid"`, so a typo in a key stops the run with a
+message naming the key. Dataset sections come from the dataset registry, so adding a dataset in one
+file also adds its section here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    Field,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+import align.data.sources  # noqa: F401  (registers every dataset)
+import align.methods  # noqa: F401  (registers every method)
+from align.data.registry import DATASETS
+from align.methods.base import METHODS
+from align.errors import UserError
+from align.schema import StrictModel
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class SplitRatios(StrictModel):
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitRatios:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class DataConfig(StrictModel):
+    root: Path = Path("data")
+    store_size: PositiveInt = 64
+    """Images are resized to store_size x store_size when sharded, so decoding stays cheap."""
+    image_size: PositiveInt = 64
+    """Network input size after the train/eval transform."""
+    split: SplitRatios = SplitRatios()
+    split_seed: int = 0
+    shard_max_samples: PositiveInt = 1000
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    loader_workers: int = Field(0, ge=0)
+    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
+
+
+DatasetsConfig = create_model(
+    "DatasetsConfig",
+    __base__=StrictModel,
+    **{name: (DATASETS.get(name).Config, DATASETS.get(name).Config()) for name in DATASETS.names()},
+)
+
+
+class ModelConfig(StrictModel):
+    pretrained: str = "none"
+    """`none`, `imagenet` (torchvision's weights; needs the file offline) or a path to a state dict."""
+    small_stem: bool = False
+    """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
+    masker_width: PositiveInt = 32
+
+
+class TrainConfig(StrictModel):
+    steps: PositiveInt = 300
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    masker_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: PositiveInt = 50
+    checkpoint_every: PositiveInt = 50
+
+
+class GridConfig(StrictModel):
+    """What `dvc repro` / `snakemake` train: methods x domains x seeds of the configured dataset."""
+
+    methods: list[str] = ["erm", "align"]
+    domains: list[str] | None = None
+    """Training domains; every domain of the dataset when unset."""
+    seeds: list[int] = Field([0], min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_are_registered(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown {unknown}; known: {METHODS.names()}")
+        return names
+
+
+MethodsConfig = create_model(
+    "MethodsConfig",
+    __base__=StrictModel,
+    **{name: (METHODS.get(name).Config, METHODS.get(name).Config()) for name in METHODS.names()},
+)
+
+
+class Params(StrictModel):
+    dataset: str = "synthetic"
+    """The dataset every stage of the pipeline runs on."""
+    data: DataConfig = DataConfig()
+    datasets: DatasetsConfig = DatasetsConfig()  # type: ignore[valid-type]
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    grid: GridConfig = GridConfig()
+    methods: MethodsConfig = MethodsConfig()  # type: ignore[valid-type]
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_is_registered(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"must be one of {DATASETS.names()}")
+        return name
+
+    def dataset_config(self, name: str | None = None) -> StrictModel:
+        return getattr(self.datasets, name or self.dataset)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line: every offending key with what was expected."""
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against params.yaml's documented keys)"
+        elif "input" in item and not isinstance(item["input"], dict):
+            message += f" (got {item['input']!r})"
+        parts.append(f"{key}: {message}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, source)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; any problem becomes one UserError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such parameter file (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, str(path))
+
+
+def select(params: Params, key: str) -> Any:
+    """The value at a dotted key, e.g. `datasets.synthetic.spurious_p`."""
+    try:
+        return reduce(_step, key.split("."), params.model_dump(mode="json"))
+    except KeyError:
+        raise UserError(f"no parameter {key!r}") from None
+
+
+def _step(node: Any, part: str) -> Any:
+    if not isinstance(node, dict):
+        raise KeyError(part)
+    return node[part]
+
+
+def params_hash(params: Params, keys: list[str], length: int = 8) -> str:
+    """A short, stable hash of the values at `keys`: the cache identity of one stage's output."""
+    subset = {key: select(params, key) for key in sorted(keys)}
+    canonical = json.dumps(subset, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -1,0 +1,1 @@
+"""Data: dataset sources, download, split, shards and the shard reader."""

@@ -1,0 +1,34 @@
+"""Stage `acquire`: a dataset's raw images into `<data.root>/raw/<dataset>/<domain>/<class>/`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from align.config import Params
+from align.data.registry import DATASETS
+
+log = logging.getLogger(__name__)
+
+
+def raw_dir(params: Params, dataset: str) -> Path:
+    return params.data.root / "raw" / dataset
+
+
+def acquire_dataset(params: Params, dataset: str) -> Path:
+    """Download, extract or generate `dataset`; returns its raw folder.
+
+    The source writes into a hidden temporary folder that is renamed into place only when it is
+    complete, so an interrupted run never leaves a raw folder that looks finished.
+    """
+    source = DATASETS.get(dataset)(params.dataset_config(dataset))
+    final = raw_dir(params, dataset)
+    staging = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    source.acquire(staging)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    log.info("acquired %s into %s", dataset, final)
+    return final

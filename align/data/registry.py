@@ -1,0 +1,44 @@
+"""The dataset registry: one file per dataset source, registered by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from align.registry import Registry
+from align.schema import StrictModel
+
+MASKS_DIRNAME = ".masks"
+"""Ground-truth masks live in `<raw>/<dataset>/.masks/<domain>/<class>/<stem>.png`, beside the images."""
+
+
+class DatasetSource(ABC):
+    """Puts a dataset's raw images under `<raw_dir>/<domain>/<class>/<image>`.
+
+    A subclass declares its params.yaml section as `Config` (a StrictModel whose defaults are the
+    documented defaults) and whether it ships ground-truth object masks.
+    """
+
+    Config: ClassVar[type[StrictModel]]
+    has_masks: ClassVar[bool] = False
+
+    def __init__(self, config: StrictModel) -> None:
+        self.config = config
+
+    @abstractmethod
+    def domains(self) -> list[str]:
+        """The domains this configuration produces, in a fixed order."""
+
+    @abstractmethod
+    def acquire(self, raw_dir: Path) -> None:
+        """Download/extract/generate into `raw_dir` (which does not exist yet)."""
+
+
+DATASETS: Registry[type[DatasetSource]] = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def mask_path_for(raw_dir: Path, image_relpath: str) -> Path:
+    """Where the ground-truth mask of `<domain>/<class>/<file>` is stored, if the dataset has one."""
+    return raw_dir / MASKS_DIRNAME / Path(image_relpath).with_suffix(".png")

@@ -1,0 +1,83 @@
+"""The one interface every training method implements, and the method registry.
+
+A method turns a batch into named loss terms for each optimisation *phase* (`classifier`,
+`masker`); the shared loop in `align.train` sums the terms, steps that phase's optimiser and logs
+every term. Adding a method means adding one small file with `@register_method("name")`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import ValidationError
+from torch import Tensor
+
+from align.errors import UserError
+from align.models.classifier import ResNetClassifier
+from align.models.masker import Masker
+from align.registry import Registry
+from align.schema import StrictModel
+
+Batch = dict[str, Any]
+"""`image` (B,3,H,W) ImageNet-normalised, `label` (B,), `key` list[str], and `mask` (B,1,H,W) in
+[0,1] when the method asks for one."""
+
+
+class MethodConfig(StrictModel):
+    per_dataset: dict[str, dict[str, Any]] = {}
+    """Overrides by dataset name, e.g. `{terra_incognita: {lambda3: 0.2}}`."""
+
+
+@dataclass
+class Models:
+    classifier: ResNetClassifier
+    masker: Masker | None = None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        found = {"classifier": self.classifier, "masker": self.masker}
+        return {name: module for name, module in found.items() if module is not None}
+
+
+class Method(ABC):
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    uses_masker: ClassVar[bool] = False
+    mask_source: ClassVar[str | None] = None
+    """`gt` or `sam` when the batch must carry a mask of that kind."""
+
+    def __init__(self, config: MethodConfig, generator: torch.Generator) -> None:
+        self.config = config
+        self.generator = generator
+
+    @classmethod
+    def canonical(cls, name: str, config: MethodConfig) -> tuple[str, dict[str, Any]]:
+        """The (method name, config) this configuration is the same experiment as.
+
+        A method that reduces to another one for some settings says so here, and both train once.
+        """
+        return name, config.model_dump(mode="json", exclude={"per_dataset"})
+
+    def phases(self, step: int) -> tuple[str, ...]:
+        """The phases of training step `step`, in order; each steps its own optimiser."""
+        return ("classifier",)
+
+    @abstractmethod
+    def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:
+        """Named, already weighted scalar loss terms of `phase`; the loop minimises their sum."""
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+register_method = METHODS.register
+
+
+def resolve_config(name: str, raw: dict[str, Any] | None, dataset: str) -> MethodConfig:
+    """The method's config for `dataset`, with its `per_dataset` overrides applied."""
+    method = METHODS.get(name)
+    base = method.Config.model_validate(raw or {})
+    overrides = base.per_dataset.get(dataset, {})
+    try:
+        return method.Config.model_validate({**base.model_dump(), **overrides, "per_dataset": {}})
+    except ValidationError as error:
+        raise UserError(f"methods.{name}.per_dataset.{dataset}: {error.errors()[0]['msg']}") from None

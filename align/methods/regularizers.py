@@ -1,0 +1,57 @@
+"""Loss terms shared by several methods."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from align.explain import gradcam_from_features
+from align.models.classifier import ResNetClassifier
+
+
+def same_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
+    """For each sample, the index of a random sample of the same class in the batch (B,).
+
+    A sample alone in its class is paired with itself.
+    """
+    scores = torch.rand(labels.shape[0], labels.shape[0], generator=generator)
+    scores = scores.to(labels.device).masked_fill(labels[:, None] != labels[None, :], -1.0)
+    return scores.argmax(dim=1)
+
+
+def beta_sample(alpha: float, count: int, generator: torch.Generator) -> Tensor:
+    """`count` draws of Beta(alpha, alpha) (float32, CPU), reproducible from `generator`.
+
+    torch's Beta sampler takes no generator, so the draw goes through a NumPy generator seeded
+    from ours; the run's randomness then lives in one state that checkpoints save.
+    """
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    draws = np.random.default_rng(seed).beta(alpha, alpha, size=count)
+    return torch.from_numpy(draws.astype(np.float32))
+
+
+def explanation_mixup_loss(
+    classifier: ResNetClassifier,
+    x: Tensor,
+    labels: Tensor,
+    explanations: Tensor,
+    alpha: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """Eq. 19 (Li et al. 2023, DRE): explanation consistency under same-class mixup.
+
+    x (B,3,H,W) normalised; explanations (B,1,H,W): Grad-CAM of `labels` on x, in the graph.
+    Mixes each sample with a same-class partner, `beta ~ Beta(alpha, alpha)` per sample (Eq. 18),
+    and returns  mean|beta*Phi(x_i) + (1-beta)*Phi(x_j) - Phi(x~)| + CE(f(x~), y) + mean|Phi(x~)|.
+    """
+    partners = same_class_partners(labels, generator)
+    weights = beta_sample(alpha, x.shape[0], generator).to(device=x.device, dtype=x.dtype)
+    weights = weights.view(-1, 1, 1, 1)
+    mixed = weights * x + (1 - weights) * x[partners]
+    logits, features = classifier.forward_features(mixed)
+    mixed_explanations = gradcam_from_features(classifier, features, labels, x.shape[2:])
+    expected = weights * explanations + (1 - weights) * explanations[partners]
+    consistency = (expected - mixed_explanations).abs().mean()
+    return consistency + F.cross_entropy(logits, labels) + mixed_explanations.abs().mean()

@@ -1,0 +1,21 @@
+"""The masker of Sec. 5.1: two 3x3 conv blocks (BatchNorm, ReLU), then a 1x1 conv and a sigmoid."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class Masker(nn.Sequential):
+    """ImageNet-normalised image (B,3,H,W) -> soft mask (B,1,H,W) in [0,1], same resolution."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__(
+            nn.Conv2d(3, width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 1, kernel_size=1),
+            nn.Sigmoid(),
+        )
