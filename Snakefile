@@ -2,8 +2,9 @@
 # `snakemake -c2` builds everything for the dataset in params.yaml; any file can be a target.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
-        shards=f"{DATA}/shards/{DATASET}",
+        trained_runs(),

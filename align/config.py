@@ -26,8 +26,8 @@ from pydantic import (
 import align.data.sources  # noqa: F401  (registers every dataset)
 import align.methods  # noqa: F401  (registers every method)
 from align.data.registry import DATASETS
-from align.methods.base import METHODS
 from align.errors import UserError
+from align.methods.base import METHODS
 from align.schema import StrictModel
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -69,10 +69,10 @@ DatasetsConfig = create_model(
 
 class ModelConfig(StrictModel):
     pretrained: str = "none"
-    """`none`, `imagenet` (torchvision's weights; needs the file offline) or a path to a state dict."""
+    """`none`, `imagenet` (torchvision's weights; needs the file offline) or a state-dict path."""
     small_stem: bool = False
     """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
-    masker_width: PositiveInt = 32
+    masker_width: PositiveInt = 16
 
 
 class TrainConfig(StrictModel):
@@ -90,7 +90,8 @@ class GridConfig(StrictModel):
 
     methods: list[str] = ["erm", "align"]
     domains: list[str] | None = None
-    """Training domains; every domain of the dataset when unset."""
+    """Training domains (each is also a test domain for the others); unset = every domain the
+    dataset declares. params.yaml lists them because dvc.yaml builds its stage matrix from it."""
     seeds: list[int] = Field([0], min_length=1)
 
     @field_validator("methods")
@@ -126,6 +127,24 @@ class Params(StrictModel):
             raise ValueError(f"must be one of {DATASETS.names()}")
         return name
 
+    @model_validator(mode="after")
+    def _grid_domains_exist(self) -> Params:
+        known = self.dataset_domains()
+        if self.grid.domains is None:
+            grid = self.grid.model_copy(update={"domains": known})
+            return self.model_copy(update={"grid": grid})
+        unknown = [domain for domain in self.grid.domains if known and domain not in known]
+        if unknown:
+            raise ValueError(
+                f"grid.domains {unknown} are not domains of {self.dataset} (it has {known})"
+            )
+        return self
+
+    def dataset_domains(self, name: str | None = None) -> list[str]:
+        """The domains the dataset's configuration declares ([] when found only on disk)."""
+        name = name or self.dataset
+        return DATASETS.get(name)(self.dataset_config(name)).declared_domains()
+
     def dataset_config(self, name: str | None = None) -> StrictModel:
         return getattr(self.datasets, name or self.dataset)
 
@@ -134,13 +153,13 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     """One line: every offending key with what was expected."""
     parts = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        key = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against params.yaml's documented keys)"
         elif "input" in item and not isinstance(item["input"], dict):
             message += f" (got {item['input']!r})"
-        parts.append(f"{key}: {message}")
+        parts.append(f"{key}: {message}" if key else message)
     return f"{source}: " + "; ".join(parts)
 
 
@@ -155,7 +174,9 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml; any problem becomes one UserError line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such parameter file (run from the project root or pass --params)")
+        raise UserError(
+            f"{path}: no such parameter file (run from the project root or pass --params)"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -1,9 +1,9 @@
 """The training loop shared by every method.
 
 Adam on each phase's parameters, `train.steps` steps over the train shards of one (dataset, domain),
-validation accuracy every `train.eval_every` steps with the best checkpoint kept (model selection
-never sees test data), and a full checkpoint every `train.checkpoint_every` steps from which a killed
-run resumes to the same final weights as an uninterrupted one.
+validation accuracy every `train.eval_every` steps with the best checkpoint kept (model
+selection never sees test data), and a full checkpoint every `train.checkpoint_every` steps from
+which a killed run resumes to the same final weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -247,6 +247,7 @@ class Trainer:
             with training_phase(self.models, phase), autocast(self.device):
                 terms = self.method.losses(phase, batch, self.models, step)
             total = sum(terms.values())
+            terms = {name: value.detach() for name, value in terms.items()}
             bad = [name for name, value in terms.items() if not torch.isfinite(value)]
             if bad:
                 raise TrainingDiverged(
@@ -257,7 +258,7 @@ class Trainer:
             total.backward()
             optimizer.step()
             prefix = "" if phase == "classifier" else f"{phase}_"
-            logged.update({prefix + name: float(value) for name, value in terms.items()})
+            logged.update({prefix + name: value.item() for name, value in terms.items()})
         return logged
 
     @torch.no_grad()

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.explain import gradcam
-from align.explain.masking import denormalize, keep_region, normalize
+from align.data.transforms import denormalize, normalize
+from align.explain.masking import keep_region
 from align.methods.align import Align, AlignConfig, masker_losses, total_variation
 from align.methods.base import Models
 from align.methods.regularizers import beta_sample, explanation_mixup_loss, same_class_partners
@@ -92,7 +93,8 @@ def test_mixup_regulariser_by_hand():
     x = torch.randn(4, 3, 32, 32)
     labels = torch.tensor([0, 0, 1, 1])
     maps, _ = gradcam(classifier, x, labels)
-    loss = explanation_mixup_loss(classifier, x, labels, maps, 0.4, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    loss = explanation_mixup_loss(classifier, x, labels, maps, 0.4, generator)
     replay = torch.Generator().manual_seed(3)
     partners = same_class_partners(labels, replay)
     beta = beta_sample(0.4, 4, replay).view(-1, 1, 1, 1)

@@ -19,7 +19,10 @@ def test_shipped_params_are_valid_and_match_the_defaults():
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"data": {"split": {"train": 0.7}}}, "data.split: train + val + test must sum to 1, got 1.1"),
+        (
+            {"data": {"split": {"train": 0.7}}},
+            "data.split: train + val + test must sum to 1, got 1.1",
+        ),
         ({"data": {"store_size": 0}}, "data.store_size: Input should be greater than 0 (got 0)"),
         ({"data": {"image_size": "big"}}, "data.image_size: Input should be a valid integer"),
         ({"datasets": {"synthetic": {"spurius_p": 0.5}}}, "datasets.synthetic.spurius_p: unknown"),
@@ -65,3 +68,10 @@ def test_cli_prints_one_line_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "data.split" in err and "Traceback" not in err
+
+
+def test_grid_domains_default_to_the_datasets_and_are_checked_against_them():
+    vlcs = {"dataset": "vlcs"}
+    assert parse_params(vlcs).grid.domains == ["Caltech101", "LabelMe", "SUN09", "VOC2007"]
+    with pytest.raises(UserError, match=r"grid.domains \['noise'\] are not domains of vlcs"):
+        parse_params({**vlcs, "grid": {"domains": ["noise"]}})

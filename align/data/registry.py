@@ -10,7 +10,7 @@ from align.registry import Registry
 from align.schema import StrictModel
 
 MASKS_DIRNAME = ".masks"
-"""Ground-truth masks live in `<raw>/<dataset>/.masks/<domain>/<class>/<stem>.png`, beside the images."""
+"""Ground-truth masks live in `<raw>/<dataset>/.masks/<domain>/<class>/<stem>.png`."""
 
 
 class DatasetSource(ABC):
@@ -30,6 +30,10 @@ class DatasetSource(ABC):
     def domains(self) -> list[str]:
         """The domains this configuration produces, in a fixed order."""
 
+    def declared_domains(self) -> list[str]:
+        """The domains known from the configuration alone, without reading any folder."""
+        return self.domains()
+
     @abstractmethod
     def acquire(self, raw_dir: Path) -> None:
         """Download/extract/generate into `raw_dir` (which does not exist yet)."""
@@ -40,5 +44,5 @@ register_dataset = DATASETS.register
 
 
 def mask_path_for(raw_dir: Path, image_relpath: str) -> Path:
-    """Where the ground-truth mask of `<domain>/<class>/<file>` is stored, if the dataset has one."""
+    """Where the ground-truth mask of `<domain>/<class>/<file>` is stored, if there is one."""
     return raw_dir / MASKS_DIRNAME / Path(image_relpath).with_suffix(".png")

@@ -1,9 +1,9 @@
 """Batched, differentiable Grad-CAM (Selvaraju et al. 2017).
 
-For ResNet's `layer4` followed by global average pooling and a linear head, the gradient of the
-class score y w.r.t. the activation A_k at any position is W[y,k] / (h*w), so Grad-CAM has the closed
-form ReLU(sum_k W[y,k] A_k) / (h*w): no backward pass, and differentiable by construction. Other
-layers go through autograd with `create_graph=True`; both paths return the same map.
+For ResNet's `layer4` followed by global average pooling and a linear head, the gradient of
+the class score y w.r.t. the activation A_k at any position is W[y,k] / (h*w), so Grad-CAM has the
+closed form ReLU(sum_k W[y,k] A_k) / (h*w): no backward pass, and differentiable by
+construction. Other layers go through autograd with `create_graph=True`; both paths agree.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ EPS = 1e-7
 
 
 def normalize_maps(maps: Tensor, eps: float = EPS) -> Tensor:
-    """Scale each (B,1,H,W) non-negative map by its own maximum, into [0,1]; all-zero maps stay 0."""
+    """Scale each (B,1,H,W) non-negative map by its own maximum into [0,1]; zero maps stay 0."""
     return maps / (maps.amax(dim=(2, 3), keepdim=True) + eps)
 
 

@@ -22,7 +22,6 @@ from align.explain.masking import keep_region
 from align.methods.base import Batch, Method, MethodConfig, Models, register_method
 from align.methods.regularizers import explanation_mixup_loss
 
-
 BCE_EPS = 1e-6
 
 

@@ -80,4 +80,5 @@ def resolve_config(name: str, raw: dict[str, Any] | None, dataset: str) -> Metho
     try:
         return method.Config.model_validate({**base.model_dump(), **overrides, "per_dataset": {}})
     except ValidationError as error:
-        raise UserError(f"methods.{name}.per_dataset.{dataset}: {error.errors()[0]['msg']}") from None
+        message = error.errors()[0]["msg"]
+        raise UserError(f"methods.{name}.per_dataset.{dataset}: {message}") from None

@@ -1,0 +1,168 @@
+"""The embedded default dataset: shapes on domain-styled backgrounds with a spurious colour cue.
+
+Each image shows one object whose shape is its class, in a random colour, size, position and
+rotation, on a background of the domain's texture family. The background's hue is a colour slot;
+inside a domain, class c gets slot `colour_mapping(config)[domain][c]` with probability `spurious_p`
+and another class's slot otherwise. Domains map classes to slots by different permutations, so a
+classifier that reads the background colour is right in its own domain and wrong in the others,
+while the object's shape means the same class everywhere.
+
+Every image is drawn from its own generator seeded by (seed, domain, index): a domain, or one
+image, can be drawn alone and comes out byte-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from pydantic import Field, PositiveInt, field_validator
+
+from align.data.registry import DatasetSource, mask_path_for, register_dataset
+from align.data.synthetic_draw import SHAPES, colour, draw_background, shape_mask
+from align.schema import StrictModel
+
+BACKGROUND_FAMILIES = ("gradient", "noise", "stripes", "tiles")
+
+# Object radius as a fraction of the image side: objects span 30-60% of it.
+RADIUS_RANGE = (0.15, 0.30)
+# Objects are very light or very dark; backgrounds keep a luma of about 0.3-0.6 (synthetic_draw).
+OBJECT_LUMA_BANDS = ((0.04, 0.17), (0.82, 0.95))
+OBJECT_MAX_CHROMA = 0.25
+# A fixed zlib level, and PIL writes no time or text chunks: the PNG bytes depend on pixels alone.
+PNG_COMPRESS_LEVEL = 6
+
+# Separate random streams, so the mapping and the images never share draws.
+_MAPPING_STREAM = 0
+_IMAGE_STREAM = 1
+
+
+class SyntheticConfig(StrictModel):
+    domains: list[str] = list(BACKGROUND_FAMILIES)
+    """Each domain is one background family, drawn in its own palette."""
+    num_classes: int = Field(5, ge=2, le=8)
+    images_per_domain: PositiveInt = 1500
+    image_size: int = Field(64, ge=16, le=1024)
+    spurious_p: float = Field(0.8, ge=0, le=1)
+    """Probability that the background colour agrees with the class (the spurious cue)."""
+    seed: int = 0
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_are_families(cls, domains: list[str]) -> list[str]:
+        if not domains:
+            raise ValueError("list at least one domain")
+        unknown = [name for name in domains if name not in BACKGROUND_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown domains {unknown}; each must be in {BACKGROUND_FAMILIES}")
+        if len(set(domains)) != len(domains):
+            raise ValueError("each domain may be listed once")
+        return domains
+
+
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One generated image with its ground truth."""
+
+    class_index: int
+    background_class: int
+    """The class whose colour slot painted the background; class_index when the cue agrees."""
+    image: npt.NDArray[np.uint8]
+    """(size, size, 3) RGB."""
+    mask: npt.NDArray[np.bool_]
+    """(size, size), true on exactly the object's pixels."""
+
+
+def class_names(num_classes: int) -> list[str]:
+    """The class (and folder) names, in class-index order."""
+    return list(SHAPES)[:num_classes]
+
+
+def _generator(seed: int, *keys: int) -> np.random.Generator:
+    # SeedSequence takes non-negative entropy only; the sign goes in as its own word.
+    return np.random.default_rng([abs(seed), int(seed < 0), *keys])
+
+
+@cache
+def _mapping(seed: int, num_classes: int) -> dict[str, tuple[int, ...]]:
+    rng = _generator(seed, _MAPPING_STREAM)
+    slots = rng.permutation(num_classes)
+    # Distinct cyclic shifts of one permutation: between two domains no class keeps its slot (a
+    # derangement), so the colour rule of one domain is wrong on almost every image of another.
+    # With fewer classes than families some families must share a shift.
+    shifts = np.resize(rng.permutation(num_classes), len(BACKGROUND_FAMILIES))
+    return {
+        family: tuple(int(slots[(c + shift) % num_classes]) for c in range(num_classes))
+        for family, shift in zip(BACKGROUND_FAMILIES, shifts, strict=True)
+    }
+
+
+def colour_mapping(config: SyntheticConfig) -> dict[str, tuple[int, ...]]:
+    """Domain -> the background colour slot of each class in it (a permutation of the classes).
+
+    Depends on the seed and the number of classes only, not on which domains are generated.
+    """
+    mapping = _mapping(config.seed, config.num_classes)
+    return {domain: mapping[domain] for domain in config.domains}
+
+
+def draw_sample(config: SyntheticConfig, domain: str, index: int) -> SyntheticSample:
+    """Image `index` of `domain`: class index % num_classes, so classes are balanced round-robin."""
+    num_classes, size = config.num_classes, config.image_size
+    rng = _generator(config.seed, _IMAGE_STREAM, BACKGROUND_FAMILIES.index(domain), index)
+    class_index = index % num_classes
+    background_class = class_index
+    if rng.random() >= config.spurious_p:
+        background_class = (class_index + int(rng.integers(1, num_classes))) % num_classes
+    slot = _mapping(config.seed, num_classes)[domain][background_class]
+    background = draw_background(domain, rng, size, slot, num_classes)
+
+    radius = rng.uniform(*RADIUS_RANGE) * size
+    centre = rng.uniform(radius, size - radius, size=2)
+    angle = rng.uniform(0, 2 * np.pi)
+    mask = shape_mask(class_names(num_classes)[class_index], size, tuple(centre), radius, angle)
+    # Hue, chroma and light-or-dark are drawn independently of the class and of the background.
+    band = OBJECT_LUMA_BANDS[int(rng.integers(len(OBJECT_LUMA_BANDS)))]
+    object_rgb = colour(rng.random(), rng.uniform(*band), rng.uniform(0, OBJECT_MAX_CHROMA))
+
+    image = np.where(mask[..., None], object_rgb, background)
+    return SyntheticSample(
+        class_index=class_index,
+        background_class=background_class,
+        image=np.rint(image * 255).astype(np.uint8),
+        mask=mask,
+    )
+
+
+def domain_samples(config: SyntheticConfig, domain: str) -> Iterator[SyntheticSample]:
+    """The `images_per_domain` samples of `domain`, in index order."""
+    for index in range(config.images_per_domain):
+        yield draw_sample(config, domain, index)
+
+
+def _write_png(pixels: npt.NDArray[np.uint8], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
+@register_dataset("synthetic")
+class Synthetic(DatasetSource):
+    Config = SyntheticConfig
+    has_masks = True
+
+    def domains(self) -> list[str]:
+        return list(self.config.domains)
+
+    def acquire(self, raw_dir: Path) -> None:
+        """Write `<domain>/<class>/<index:05d>.png` and its 0/255 mask under `.masks/`."""
+        names = class_names(self.config.num_classes)
+        for domain in self.config.domains:
+            for index, sample in enumerate(domain_samples(self.config, domain)):
+                relpath = f"{domain}/{names[sample.class_index]}/{index:05d}.png"
+                _write_png(sample.image, raw_dir / relpath)
+                _write_png(sample.mask.astype(np.uint8) * 255, mask_path_for(raw_dir, relpath))

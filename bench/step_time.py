@@ -1,0 +1,97 @@
+"""Seconds per training step of each method, and the ratio to ERM, measured in one process.
+
+    python bench/step_time.py [--methods erm align] [--size 64] [--batch 32] [--steps 10]
+
+Prints JSON. Every method runs the real loss code of its registry entry through the same phase
+logic as the training loop (`training_phase`, zero_grad, backward, Adam step), on random images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from align.config import parse_params
+from align.methods.base import METHODS, Models, resolve_config
+from align.models.classifier import create_classifier
+from align.models.masker import Masker
+from align.train import autocast, pick_device, training_phase
+
+
+def seconds_per_step(name: str, size: int, batch_size: int, steps: int, warmup: int) -> float:
+    params = parse_params({})
+    device = pick_device()
+    torch.manual_seed(0)
+    method_cls = METHODS.get(name)
+    raw = getattr(params.methods, name).model_dump()
+    config = resolve_config(name, {**raw, **_no_warmup(raw)}, "synthetic")
+    method = method_cls(config, torch.Generator().manual_seed(0))
+    models = Models(
+        create_classifier(5).to(device),
+        Masker(params.model.masker_width).to(device) if method.uses_masker else None,
+    )
+    optimizers = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.modules().items()}
+    batch = {
+        "image": torch.randn(batch_size, 3, size, size, device=device),
+        "label": torch.arange(batch_size, device=device) % 5,
+        "mask": torch.rand(batch_size, 1, size, size, device=device),
+        "key": [str(i) for i in range(batch_size)],
+    }
+    step_at = 10_000  # past any warm-up
+    timings = []
+    for index in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for phase in method.phases(step_at):
+            with training_phase(models, phase), autocast(device):
+                total = sum(method.losses(phase, batch, models, step_at).values())
+            optimizers[phase].zero_grad(set_to_none=True)
+            total.backward()
+            optimizers[phase].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if index >= warmup:
+            timings.append(time.perf_counter() - started)
+    timings.sort()
+    return timings[len(timings) // 2]
+
+
+def _no_warmup(raw: dict) -> dict:
+    return {"warmup_steps": 0} if "warmup_steps" in raw else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--methods", nargs="+", default=METHODS.names())
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    methods = ["erm"] + [m for m in args.methods if m != "erm"]
+    seconds = {
+        m: seconds_per_step(m, args.size, args.batch, args.steps, args.warmup) for m in methods
+    }
+    print(
+        json.dumps(
+            {
+                "device": str(pick_device()),
+                "torch_threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "image_size": args.size,
+                "batch_size": args.batch,
+                "median_seconds_per_step": {m: round(s, 4) for m, s in seconds.items()},
+                "ratio_to_erm": {m: round(s / seconds["erm"], 3) for m, s in seconds.items()},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

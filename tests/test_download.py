@@ -1,0 +1,365 @@
+"""Downloads from a real HTTP server on 127.0.0.1 that cuts transfers short and fails on cue."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+import socket
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from align.data import download as download_module
+from align.data.download import (
+    download,
+    download_gdrive,
+    extract_archive,
+    partial_path,
+    scratch_folder,
+)
+from align.errors import UserError
+
+BLOB = bytes(range(256)) * 400  # 100 KiB, several chunks
+BLOB_SHA256 = hashlib.sha256(BLOB).hexdigest()
+
+
+@dataclass
+class ServerState:
+    base_url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    faults: dict[str, list[str]] = field(default_factory=dict)
+    """Per path, what the next requests do: "503", "ignore-range" or "drop-after-<bytes>"."""
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    """(path, Range header) of every request, in order."""
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+class ScriptedHandler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        state: ServerState = self.server.state  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        range_header = self.headers.get("Range")
+        state.requests.append((path, range_header))
+        fault = state.faults[path].pop(0) if state.faults.get(path) else ""
+        if fault == "503":
+            self.send_error(503)
+            return
+        if path not in state.files:
+            self.send_error(404)
+            return
+        body = state.files[path]
+        start = 0
+        if range_header and fault != "ignore-range":
+            start = int(re.fullmatch(r"bytes=(\d+)-", range_header)[1])
+            if start >= len(body):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if fault.startswith("drop-after-"):
+            # Announce the whole length, send a prefix, hang up: an interrupted transfer.
+            self.wfile.write(payload[: int(fault.removeprefix("drop-after-"))])
+            return
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ServerState]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedHandler)
+    state = ServerState(base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
+    httpd.state = state  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the back-off delays instead of waiting them out."""
+    delays: list[float] = []
+    monkeypatch.setattr(download_module.time, "sleep", delays.append)
+    return delays
+
+
+def test_first_download_records_its_checksum_and_later_ones_are_verified(
+    server: ServerState, tmp_path: Path
+) -> None:
+    lock = tmp_path / "checksums.json"
+    lock.write_text(json.dumps({"zzz:other.tar": "f" * 64}))
+    server.files["/blob.bin"] = BLOB
+    dest = download(server.url("/blob.bin"), tmp_path / "dl" / "blob.bin",
+                    checksum_key="test:blob.bin", lock_file=lock)
+
+    assert dest.read_bytes() == BLOB
+    assert json.loads(lock.read_text()) == {"test:blob.bin": BLOB_SHA256, "zzz:other.tar": "f" * 64}
+    assert lock.read_text().index("test:blob.bin") < lock.read_text().index("zzz:other.tar")
+
+    server.files["/blob.bin"] = b"the file changed upstream"
+    other = tmp_path / "dl" / "again.bin"
+    with pytest.raises(UserError) as error:
+        download(server.url("/blob.bin"), other, checksum_key="test:blob.bin", lock_file=lock)
+    message = str(error.value)
+    got = hashlib.sha256(b"the file changed upstream").hexdigest()
+    assert str(other) in message and BLOB_SHA256 in message and got in message
+    assert not other.exists() and not partial_path(other).exists()
+    assert json.loads(lock.read_text())["test:blob.bin"] == BLOB_SHA256
+
+
+def test_a_verified_download_is_not_fetched_again(server: ServerState, tmp_path: Path) -> None:
+    server.files["/blob.bin"] = BLOB
+    dest = tmp_path / "blob.bin"
+    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    assert len(server.requests) == 1
+
+
+def test_an_interrupted_transfer_resumes_with_a_range_request(
+    server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bytes reach the file a chunk at a time, so a cut at a chunk boundary keeps all it received.
+    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["drop-after-30000"]
+    dest = download(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
+                    backoff_s=0.01)
+    assert dest.read_bytes() == BLOB
+    assert server.requests == [("/blob.bin", None), ("/blob.bin", "bytes=30000-")]
+    assert no_sleep == [0.01]
+
+
+def test_a_partial_file_left_by_an_earlier_run_is_resumed(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    dest = tmp_path / "blob.bin"
+    partial_path(dest).write_bytes(BLOB[:12345])
+    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    assert dest.read_bytes() == BLOB
+    assert server.requests == [("/blob.bin", "bytes=12345-")]
+
+
+def test_a_server_that_ignores_range_makes_the_download_restart_from_zero(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["ignore-range"]
+    dest = tmp_path / "blob.bin"
+    partial_path(dest).write_bytes(b"stale bytes of something else")
+    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    assert dest.read_bytes() == BLOB
+
+
+def test_a_partial_file_longer_than_the_file_is_discarded(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    dest = tmp_path / "blob.bin"
+    partial_path(dest).write_bytes(BLOB + b"junk")
+    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    assert dest.read_bytes() == BLOB
+
+
+def test_server_errors_are_retried_with_exponential_back_off(
+    server: ServerState, tmp_path: Path, no_sleep: list[float]
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["503", "503"]
+    dest = download(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
+                    backoff_s=0.5)
+    assert dest.read_bytes() == BLOB
+    assert no_sleep == [0.5, 1.0]
+    assert len(server.requests) == 3
+
+
+def test_giving_up_names_the_url_and_the_offline_params(
+    server: ServerState, tmp_path: Path, no_sleep: list[float]
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["503"] * 10
+    url = server.url("/blob.bin")
+    with pytest.raises(UserError, match="after 3 attempts") as error:
+        download(url, tmp_path / "blob.bin", retries=2, backoff_s=0.01)
+    assert url in str(error.value) and "archive" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert len(server.requests) == 3 and no_sleep == [0.01, 0.02]
+
+
+def test_an_unreachable_host_is_a_user_error(tmp_path: Path, no_sleep: list[float]) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/VLCS.tar.gz"
+    with pytest.raises(UserError, match=re.escape(url)):
+        download(url, tmp_path / "VLCS.tar.gz", retries=1, offline_hint="set datasets.x.archive")
+    assert not (tmp_path / "VLCS.tar.gz").exists()
+
+
+def test_a_missing_file_is_not_retried(server: ServerState, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="404"):
+        download(server.url("/nothing.tar.gz"), tmp_path / "nothing.tar.gz")
+    assert len(server.requests) == 1
+
+
+def test_a_wrong_sha256_deletes_the_download(server: ServerState, tmp_path: Path) -> None:
+    server.files["/blob.bin"] = BLOB
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(UserError, match="checksum mismatch") as error:
+        download(server.url("/blob.bin"), dest, sha256="0" * 64)
+    assert "0" * 64 in str(error.value) and BLOB_SHA256 in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_lock_file_is_a_user_error(server: ServerState, tmp_path: Path) -> None:
+    lock = tmp_path / "checksums.json"
+    lock.write_text("{not json")
+    with pytest.raises(UserError, match="checksums.json"):
+        download(server.url("/blob.bin"), tmp_path / "blob.bin", checksum_key="k", lock_file=lock)
+
+
+def test_gdrive_downloads_through_gdown_and_shares_the_checksum_policy(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gdown fetches any URL it is given; only Drive's own host triggers its confirmation-page logic.
+    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    server.files["/uc"] = BLOB
+    lock = tmp_path / "checksums.json"
+    dest = download_gdrive("FILE_ID", tmp_path / "dl" / "VLCS.tar.gz", checksum_key="vlcs:x",
+                           lock_file=lock)
+    assert dest.read_bytes() == BLOB
+    assert json.loads(lock.read_text()) == {"vlcs:x": BLOB_SHA256}
+    assert sorted(path.name for path in dest.parent.iterdir()) == ["VLCS.tar.gz"]
+
+    server.files["/uc"] = b"a different file"
+    again = tmp_path / "dl2" / "VLCS.tar.gz"
+    with pytest.raises(UserError, match="checksum mismatch"):
+        download_gdrive("FILE_ID", again, checksum_key="vlcs:x", lock_file=lock)
+    assert list(again.parent.iterdir()) == []
+
+
+def test_gdrive_failure_is_a_user_error_with_the_offline_hint(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    with pytest.raises(UserError, match="set datasets.vlcs.archive"):
+        download_gdrive("NOPE", tmp_path / "VLCS.tar.gz", retries=0,
+                        offline_hint="set datasets.vlcs.archive")
+
+
+def make_tar(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zip_file:
+        for name, data in members.items():
+            zip_file.writestr(name, data)
+    return path
+
+
+MEMBERS = {"VLCS/SUN09/dog/a.jpg": b"a", "VLCS/SUN09/car/b.jpg": b"bb"}
+
+
+@pytest.mark.parametrize(
+    ("name", "maker"),
+    [
+        ("x.tar.gz", make_tar),
+        ("x.tgz", make_tar),
+        ("x.tar", lambda path, members: make_tar(path, members, "w")),
+        ("x.zip", make_zip),
+    ],
+)
+def test_extract_archive_formats(tmp_path: Path, name: str, maker) -> None:
+    archive = maker(tmp_path / name, MEMBERS)
+    dest = extract_archive(archive, tmp_path / "out")
+    assert (dest / "VLCS/SUN09/dog/a.jpg").read_bytes() == b"a"
+    assert (dest / "VLCS/SUN09/car/b.jpg").read_bytes() == b"bb"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([name, "out"])
+
+
+@pytest.mark.parametrize("bad_name", ["../evil.txt", "VLCS/../../evil.txt", "/tmp/evil.txt"])
+@pytest.mark.parametrize("maker", [make_tar, make_zip])
+def test_extract_archive_refuses_path_traversal(tmp_path: Path, bad_name: str, maker) -> None:
+    archive = maker(tmp_path / "bad.archive", {"VLCS/ok.jpg": b"ok", bad_name: b"evil"})
+    with pytest.raises(UserError, match=re.escape(repr(bad_name))):
+        extract_archive(archive, tmp_path / "work" / "out")
+    # Nothing half-extracted is left behind, and nothing was written outside.
+    assert list((tmp_path / "work").iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_extract_archive_refuses_links_pointing_outside(tmp_path: Path) -> None:
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tar:
+        link = tarfile.TarInfo("VLCS/passwd.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(UserError, match="refusing"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_archive_is_a_user_error(tmp_path: Path) -> None:
+    whole = make_tar(tmp_path / "whole.tar.gz", {"a.bin": random.Random(0).randbytes(50_000)})
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(whole.read_bytes()[:20_000])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        extract_archive(truncated, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_a_file_that_is_no_archive_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="not a tar or zip archive"):
+        extract_archive(tmp_path / "notes.txt", tmp_path / "out")
+    with pytest.raises(UserError, match="no such archive file"):
+        extract_archive(tmp_path / "missing.tar.gz", tmp_path / "out")
+
+
+def test_extract_archive_replaces_an_earlier_extraction(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.jpg").write_bytes(b"old")
+    (tmp_path / ".out.partial").mkdir()  # left by a killed run
+    extract_archive(make_tar(tmp_path / "x.tar.gz", MEMBERS), tmp_path / "out")
+    assert not (tmp_path / "out" / "old.jpg").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "x.tar.gz"]
+
+
+def test_scratch_folder_is_emptied_before_and_removed_after(tmp_path: Path) -> None:
+    raw_dir = tmp_path / ".vlcs.partial"
+    leftover = tmp_path / ".vlcs.partial.scratch" / "left.jpg"
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"x")
+    with scratch_folder(raw_dir) as scratch:
+        assert scratch.parent == tmp_path and list(scratch.iterdir()) == []
+    assert not scratch.exists()

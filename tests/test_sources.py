@@ -1,0 +1,348 @@
+"""VLCS, Terra Incognita and folder sources on real layouts: served from 127.0.0.1, or offline."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_params
+from PIL import Image
+
+from align.data import download as download_module
+from align.data.acquire import acquire_dataset
+from align.data.sources.folder import Folder, FolderConfig
+from align.errors import UserError
+
+VLCS_DOMAINS = ["Caltech101", "LabelMe", "SUN09"]  # the fixture has no VOC2007
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder and the base URL of a static HTTP server on 127.0.0.1 serving it."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a fresh project root, so the lock file is `<tmp>/data/checksums.json`."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
+def relative_files(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_vlcs_archive(vlcs_mini: Path, path: Path) -> Path:
+    """DomainBed's VLCS.tar.gz layout: VLCS/<domain>/<class>/<image>.jpg."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(vlcs_mini, arcname="VLCS")
+    return path
+
+
+def acquire(project: Path, dataset: str, config: dict[str, Any]) -> Path:
+    params = make_params(project / "data", dataset=dataset, datasets={dataset: config})
+    return acquire_dataset(params, dataset)
+
+
+# VLCS ------------------------------------------------------------------------------------------
+
+
+def test_vlcs_downloads_verifies_and_lays_out_the_archive(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path
+) -> None:
+    folder, base_url = served
+    archive = make_vlcs_archive(vlcs_mini, folder / "VLCS.tar.gz")
+    config = {"url": f"{base_url}/VLCS.tar.gz", "domains": VLCS_DOMAINS}
+    raw = acquire(project, "vlcs", config)
+
+    assert relative_files(raw) == relative_files(vlcs_mini)
+    assert len(relative_files(raw)) == 187
+    assert not (raw / "LabelMe" / "person").exists()
+    lock = json.loads((project / "data" / "checksums.json").read_text())
+    assert lock == {"vlcs:VLCS.tar.gz": sha256_of(archive)}
+    assert (project / "data" / "downloads" / "VLCS.tar.gz").is_file()
+    assert sorted(path.name for path in (project / "data" / "raw").iterdir()) == ["vlcs"]
+
+    # The verified download is reused: the server's copy is no longer needed.
+    archive.unlink()
+    assert relative_files(acquire(project, "vlcs", config)) == relative_files(vlcs_mini)
+
+
+def test_vlcs_download_that_differs_from_the_lock_file_is_refused(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path
+) -> None:
+    folder, base_url = served
+    make_vlcs_archive(vlcs_mini, folder / "VLCS.tar.gz")
+    (project / "data").mkdir()
+    (project / "data" / "checksums.json").write_text(json.dumps({"vlcs:VLCS.tar.gz": "a" * 64}))
+    with pytest.raises(UserError, match="checksum mismatch.*" + "a" * 64):
+        acquire(project, "vlcs", {"url": f"{base_url}/VLCS.tar.gz", "domains": VLCS_DOMAINS})
+    assert not (project / "data" / "downloads" / "VLCS.tar.gz").exists()
+
+
+def test_vlcs_without_url_downloads_from_google_drive(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, base_url = served
+    archive = make_vlcs_archive(vlcs_mini, folder / "DRIVE_FILE_ID")
+    # Point gdown at the local server in place of drive.google.com.
+    monkeypatch.setattr(download_module, "GDRIVE_URL", base_url + "/{file_id}")
+    raw = acquire(project, "vlcs", {"gdrive_id": "DRIVE_FILE_ID", "domains": VLCS_DOMAINS})
+    assert relative_files(raw) == relative_files(vlcs_mini)
+    lock = json.loads((project / "data" / "checksums.json").read_text())
+    assert lock == {"vlcs:VLCS.tar.gz": sha256_of(archive)}
+
+
+def test_vlcs_offline_from_a_local_archive(project: Path, tmp_path: Path, vlcs_mini: Path) -> None:
+    archive = make_vlcs_archive(vlcs_mini, tmp_path / "VLCS.tar.gz")
+    # `archive` wins over the default Google Drive id and over `url`: nothing is downloaded.
+    raw = acquire(project, "vlcs", {
+        "archive": str(archive), "url": "http://127.0.0.1:9/VLCS.tar.gz", "domains": VLCS_DOMAINS,
+    })
+    assert relative_files(raw) == relative_files(vlcs_mini)
+    assert sorted(path.name for path in (project / "data").iterdir()) == ["raw"]
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["parent-of-VLCS", "VLCS"])
+def test_vlcs_offline_from_a_folder(project: Path, vlcs_mini: Path, inside: bool) -> None:
+    folder = vlcs_mini if inside else vlcs_mini.parent
+    raw = acquire(project, "vlcs", {"folder": str(folder), "archive": "/no/such.tar.gz",
+                                    "domains": VLCS_DOMAINS})
+    assert relative_files(raw) == relative_files(vlcs_mini)
+    image = "SUN09/dog/" + sorted((vlcs_mini / "SUN09" / "dog").iterdir())[0].name
+    assert (raw / image).read_bytes() == (vlcs_mini / image).read_bytes()
+
+
+def test_vlcs_missing_domain_names_it_and_the_folder(project: Path, vlcs_mini: Path) -> None:
+    with pytest.raises(UserError) as error:
+        acquire(project, "vlcs", {"folder": str(vlcs_mini.parent)})  # default domains
+    message = str(error.value)
+    assert "VOC2007" in message and str(vlcs_mini) in message and "Caltech101" in message
+    assert not (project / "data" / "raw" / "vlcs").exists()
+
+
+# Terra Incognita -------------------------------------------------------------------------------
+
+CATEGORIES = [
+    {"id": 1, "name": "opossum"}, {"id": 11, "name": "bird"},
+    {"id": 30, "name": "empty"}, {"id": 34, "name": "deer"},  # deer is not a DomainBed class
+]
+
+
+def camera_traps_json(images: list[tuple[str, Any, list[int]]]) -> bytes:
+    """COCO camera-traps JSON for (image id, location, category ids)."""
+    data = {
+        "info": {"version": "test"},
+        "images": [
+            {"id": image_id, "file_name": f"{image_id}.jpg", "location": location,
+             "width": 8, "height": 8, "seq_id": f"seq-{image_id}", "frame_num": 1}
+            for image_id, location, _ in images
+        ],
+        "annotations": [
+            {"id": f"ann-{image_id}-{category}", "image_id": image_id, "category_id": category}
+            for image_id, _, categories in images
+            for category in categories
+        ],
+        "categories": CATEGORIES,
+    }
+    return json.dumps(data).encode()
+
+
+# ECCV'18 spreads images over split files; locations are ints in some releases, strings in others.
+TRAIN = [("a1", 38, [11]), ("a2", 38, [1]), ("a3", 43, [30]), ("a4", 99, [11]), ("a5", 38, [34])]
+CIS_VAL = [("b1", "46", [11, 34]), ("b2", "46", [1, 11]), ("b3", "7", [30])]
+TRANS_TEST = [("c1", 100, [30]), ("c2", 100, [1]), ("c3", 43, [11]), ("gone", 38, [11])]
+EXPECTED_TERRA = {
+    "location_38/bird/a1.jpg", "location_38/opossum/a2.jpg", "location_43/empty/a3.jpg",
+    "location_46/bird/b1.jpg", "location_46/opossum/b2.jpg", "location_46/bird/b2.jpg",
+    "location_100/empty/c1.jpg", "location_100/opossum/c2.jpg", "location_43/bird/c3.jpg",
+}
+EXPECTED_COUNTS = {
+    "location_38": {"bird": 1, "opossum": 1},
+    "location_43": {"bird": 1, "empty": 1},
+    "location_46": {"bird": 2, "opossum": 1},
+    "location_100": {"empty": 1, "opossum": 1},
+}
+
+
+def tiny_jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed * 37 % 256, 90, 160)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_images_archive(path: Path) -> Path:
+    """eccv_18_all_images_sm/<id>.jpg for every annotated image but `gone`."""
+    ids = [image_id for image_id, _, _ in TRAIN + CIS_VAL + TRANS_TEST if image_id != "gone"]
+    with tarfile.open(path, "w:gz") as tar:
+        for seed, image_id in enumerate(ids):
+            add_bytes(tar, f"eccv_18_all_images_sm/{image_id}.jpg", tiny_jpeg(seed))
+    return path
+
+
+def make_annotations_archive(path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for split, images in [("train", TRAIN), ("cis_val", CIS_VAL), ("trans_test", TRANS_TEST)]:
+            add_bytes(tar, f"eccv_18_annotation_files/{split}_annotations.json",
+                      camera_traps_json(images))
+        add_bytes(tar, "eccv_18_annotation_files/notes.json", b'{"about": "not annotations"}')
+    return path
+
+
+def test_terra_incognita_downloads_and_builds_domainbed_layout(
+    project: Path, served: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, base_url = served
+    images = make_images_archive(folder / "eccv_18_all_images_sm.tar.gz")
+    annotations = make_annotations_archive(folder / "eccv_18_annotations.tar.gz")
+    raw = acquire(project, "terra_incognita", {
+        "images_url": f"{base_url}/eccv_18_all_images_sm.tar.gz",
+        "annotations_url": f"{base_url}/eccv_18_annotations.tar.gz",
+    })
+
+    assert relative_files(raw) == EXPECTED_TERRA
+    assert "1 annotated images are not in the images archive" in caplog.text  # `gone`
+    counts = json.loads((project / "data" / "raw" / "terra_incognita.counts.json").read_text())
+    assert counts == EXPECTED_COUNTS
+    assert list(counts) == ["location_38", "location_43", "location_46", "location_100"]
+    assert json.loads((project / "data" / "checksums.json").read_text()) == {
+        "terra_incognita:eccv_18_all_images_sm.tar.gz": sha256_of(images),
+        "terra_incognita:eccv_18_annotations.tar.gz": sha256_of(annotations),
+    }
+    assert sorted(path.name for path in (project / "data" / "raw").iterdir()) == [
+        "terra_incognita", "terra_incognita.counts.json",
+    ]
+
+
+def test_terra_incognita_offline_prefers_domainbeds_annotation_file(
+    project: Path, tmp_path: Path
+) -> None:
+    images = make_images_archive(tmp_path / "images.tar.gz")
+    # DomainBed's caltech_images_20210113.json (zipped, as LILA ships it) beats the split files.
+    annotations = tmp_path / "caltech_camera_traps.json.zip"
+    with zipfile.ZipFile(annotations, "w") as zip_file:
+        zip_file.writestr("caltech_images_20210113.json", camera_traps_json([("a2", "38", [11])]))
+        zip_file.writestr("eccv_18_annotation_files/train_annotations.json",
+                          camera_traps_json(TRAIN))
+    raw = acquire(project, "terra_incognita", {
+        "images_archive": str(images), "annotations_archive": str(annotations),
+        "images_url": "http://127.0.0.1:9/unused", "locations": [38],
+    })
+    assert relative_files(raw) == {"location_38/bird/a2.jpg"}
+    assert not (project / "data" / "checksums.json").exists()
+
+
+def test_terra_incognita_offline_from_a_built_folder(project: Path, tmp_path: Path) -> None:
+    built = tmp_path / "terra_incognita"
+    for relpath in ["location_38/bird/a.jpg", "location_38/deer/b.jpg", "location_43/empty/c.jpg",
+                    "location_46/bird/d.jpg"]:
+        (built / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (built / relpath).write_bytes(tiny_jpeg(len(relpath)))
+    raw = acquire(project, "terra_incognita", {"folder": str(built), "locations": [38, 43]})
+    assert relative_files(raw) == {"location_38/bird/a.jpg", "location_43/empty/c.jpg"}
+    counts = json.loads((project / "data" / "raw" / "terra_incognita.counts.json").read_text())
+    assert counts == {"location_38": {"bird": 1}, "location_43": {"empty": 1}}
+
+
+def test_terra_incognita_location_without_images_is_a_user_error(
+    project: Path, tmp_path: Path
+) -> None:
+    config = {
+        "images_archive": str(make_images_archive(tmp_path / "images.tar.gz")),
+        "annotations_archive": str(make_annotations_archive(tmp_path / "annotations.tar.gz")),
+        "locations": [38, 99],  # location 99 has a bird, but no opossum
+        "classes": ["opossum"],
+    }
+    with pytest.raises(UserError, match="location_99"):
+        acquire(project, "terra_incognita", config)
+
+
+def test_terra_incognita_archive_without_annotations_is_a_user_error(
+    project: Path, tmp_path: Path
+) -> None:
+    images = make_images_archive(tmp_path / "images.tar.gz")
+    with pytest.raises(UserError, match="no COCO camera-traps JSON"):
+        acquire(project, "terra_incognita", {"images_archive": str(images),
+                                             "annotations_archive": str(images)})
+
+
+# Folder ----------------------------------------------------------------------------------------
+
+
+def test_folder_source_on_vlcs_mini(project: Path, vlcs_mini: Path) -> None:
+    source = Folder(FolderConfig(root=vlcs_mini))
+    assert source.domains() == VLCS_DOMAINS
+    raw = acquire(project, "folder", {"root": str(vlcs_mini)})
+    assert relative_files(raw) == relative_files(vlcs_mini)
+
+
+def test_folder_source_keeps_images_only_and_links_them(project: Path, tmp_path: Path) -> None:
+    root = tmp_path / "pacs"
+    files = {
+        "photo/dog/a.JPG": tiny_jpeg(1), "photo/dog/b.png": b"png", "photo/dog/notes.txt": b"x",
+        "photo/dog/._a.JPG": b"macOS fork", "photo/dog/Thumbs.db": b"x",
+        "sketch/dog/c.webp": b"webp", "sketch/cat/d.Jpeg": b"jpeg", "sketch/cat/e.bmp": b"bmp",
+        ".git/objects/f.png": b"x", "sketch/README.md": b"x",
+    }
+    for relpath, data in files.items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_bytes(data)
+    assert Folder(FolderConfig(root=root)).domains() == ["photo", "sketch"]
+    raw = acquire(project, "folder", {"root": str(root)})
+    assert relative_files(raw) == {
+        "photo/dog/a.JPG", "photo/dog/b.png", "sketch/dog/c.webp", "sketch/cat/d.Jpeg",
+        "sketch/cat/e.bmp",
+    }
+    assert (raw / "photo/dog/a.JPG").stat().st_ino == (root / "photo/dog/a.JPG").stat().st_ino
+
+    raw = acquire(project, "folder", {"root": str(root), "domains": ["sketch"]})
+    assert relative_files(raw) == {"sketch/dog/c.webp", "sketch/cat/d.Jpeg", "sketch/cat/e.bmp"}
+
+
+def test_folder_source_without_root_says_what_to_set(project: Path) -> None:
+    with pytest.raises(UserError, match=r"set datasets\.folder\.root to a folder in DomainBed"):
+        acquire(project, "folder", {})
+    with pytest.raises(UserError, match="set datasets.folder.root"):
+        Folder(FolderConfig()).domains()
+
+
+def test_folder_source_missing_domain(project: Path, vlcs_mini: Path) -> None:
+    with pytest.raises(UserError, match="VOC2007.*" + str(vlcs_mini)):
+        acquire(project, "folder", {"root": str(vlcs_mini), "domains": ["SUN09", "VOC2007"]})

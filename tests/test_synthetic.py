@@ -1,0 +1,191 @@
+"""The synthetic dataset: deterministic files, exact masks, a cue that separates methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from align.config import parse_params
+from align.data.registry import MASKS_DIRNAME, mask_path_for
+from align.data.sources.synthetic import (
+    BACKGROUND_FAMILIES,
+    Synthetic,
+    SyntheticConfig,
+    SyntheticSample,
+    class_names,
+    colour_mapping,
+    domain_samples,
+    draw_sample,
+)
+from align.data.synthetic_draw import LUMA
+from align.errors import UserError
+
+SMALL = SyntheticConfig(images_per_domain=20, image_size=32)
+# Enough images for rates and nearest-centroid accuracies to be stable, drawn in memory only.
+MANY = SyntheticConfig(images_per_domain=300, image_size=32)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*.png")}
+
+
+@pytest.fixture(scope="module")
+def many_samples() -> dict[str, list[SyntheticSample]]:
+    return {domain: list(domain_samples(MANY, domain)) for domain in MANY.domains}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    Synthetic(SMALL).acquire(tmp_path / "a")
+    Synthetic(SMALL).acquire(tmp_path / "b")
+    Synthetic(SMALL.model_copy(update={"seed": 1})).acquire(tmp_path / "c")
+    first, again, other = (_files(tmp_path / name) for name in "abc")
+    assert first == again
+    assert first.keys() == other.keys()
+    images = [name for name in first if not name.startswith(MASKS_DIRNAME)]
+    assert all(first[name] != other[name] for name in images)
+
+
+def test_layout_counts_and_formats(tmp_path: Path) -> None:
+    config = SyntheticConfig(images_per_domain=20, image_size=32, num_classes=4)
+    Synthetic(config).acquire(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MASKS_DIRNAME, *config.domains])
+    for domain in config.domains:
+        for name in class_names(4):
+            images = sorted((tmp_path / domain / name).glob("*.png"))
+            assert len(images) == 5
+            for path in images:
+                relpath = str(path.relative_to(tmp_path))
+                with Image.open(path) as image:
+                    assert (image.mode, image.size) == ("RGB", (32, 32))
+                with Image.open(mask_path_for(tmp_path, relpath)) as mask:
+                    assert (mask.mode, mask.size) == ("L", (32, 32))
+                    pixels = np.asarray(mask)
+                assert set(np.unique(pixels)) == {0, 255}
+
+
+def test_written_files_are_the_drawn_samples(tmp_path: Path) -> None:
+    Synthetic(SMALL).acquire(tmp_path)
+    sample = draw_sample(SMALL, "tiles", 7)
+    relpath = f"tiles/{class_names(SMALL.num_classes)[sample.class_index]}/00007.png"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / relpath)), sample.image)
+    assert np.array_equal(np.asarray(Image.open(mask_path_for(tmp_path, relpath))) > 0, sample.mask)
+
+
+def test_a_domain_does_not_depend_on_the_others() -> None:
+    alone = SMALL.model_copy(update={"domains": ["stripes"]})
+    for index in range(5):
+        assert np.array_equal(
+            draw_sample(alone, "stripes", index).image, draw_sample(SMALL, "stripes", index).image
+        )
+    assert colour_mapping(alone)["stripes"] == colour_mapping(SMALL)["stripes"]
+
+
+def test_masks_are_exactly_the_object(many_samples: dict[str, list[SyntheticSample]]) -> None:
+    for sample in (s for samples in many_samples.values() for s in samples):
+        # Objects span 30-60% of the side; the thinnest shape covers about 2.5% of the image.
+        assert 0.015 < sample.mask.mean() < 0.3
+        object_pixels = sample.image[sample.mask].astype(float)
+        assert np.all(object_pixels == object_pixels[0]), "the object is one flat colour"
+        background_luma = sample.image[~sample.mask].astype(float).mean(0) @ LUMA
+        assert abs(object_pixels[0] @ LUMA - background_luma) / 255 > 0.2
+
+
+@pytest.mark.parametrize("spurious_p", [0.0, 0.8, 1.0])
+def test_spurious_rate_is_close_to_spurious_p(spurious_p: float) -> None:
+    config = MANY.model_copy(update={"spurious_p": spurious_p, "image_size": 16})
+    for domain in config.domains:
+        samples = list(domain_samples(config, domain))
+        agree = np.mean([s.background_class == s.class_index for s in samples])
+        assert abs(agree - spurious_p) < 0.06
+        counts = np.bincount([s.class_index for s in samples], minlength=config.num_classes)
+        assert counts.min() == counts.max()
+
+
+@pytest.mark.parametrize("num_classes", [4, 5, 8])
+def test_no_class_keeps_its_colour_across_domains(num_classes: int) -> None:
+    mapping = colour_mapping(SyntheticConfig(num_classes=num_classes))
+    for slots in mapping.values():
+        assert sorted(slots) == list(range(num_classes))
+    for first, second in combinations(BACKGROUND_FAMILIES, 2):
+        assert all(a != b for a, b in zip(mapping[first], mapping[second], strict=True))
+    seeds = {tuple(colour_mapping(SyntheticConfig(seed=s))["noise"]) for s in range(5)}
+    assert len(seeds) > 1
+
+
+def _nearest_centroid_accuracy(
+    train: list[npt.NDArray[np.float64]],
+    train_labels: list[int],
+    test: list[npt.NDArray[np.float64]],
+    test_labels: list[int],
+) -> float:
+    features, labels = np.array(train), np.array(train_labels)
+    centroids = np.array([features[labels == c].mean(0) for c in np.unique(labels)])
+    distances = ((np.array(test)[:, None] - centroids[None]) ** 2).sum(-1)
+    return float(np.mean(distances.argmin(1) == np.array(test_labels)))
+
+
+def _background_colour(sample: SyntheticSample) -> npt.NDArray[np.float64]:
+    return sample.image[~sample.mask].astype(float).mean(0)
+
+
+def _object_colour(sample: SyntheticSample) -> npt.NDArray[np.float64]:
+    return sample.image[sample.mask].astype(float).mean(0)
+
+
+def _radial_profile(sample: SyntheticSample) -> npt.NDArray[np.float64]:
+    """A rotation- and scale-invariant shape descriptor of the mask alone."""
+    rows, columns = np.nonzero(sample.mask)
+    radii = np.hypot(rows - rows.mean(), columns - columns.mean())
+    histogram, _ = np.histogram(radii / radii.max(), bins=6, range=(0, 1))
+    fill = len(radii) / (np.pi * (radii.max() + 0.5) ** 2)
+    return np.append(histogram / len(radii), fill)
+
+
+def _cross_domain_accuracies(
+    samples: dict[str, list[SyntheticSample]],
+    feature: Callable[[SyntheticSample], npt.NDArray[np.float64]],
+    train_domain: str,
+) -> dict[str, float]:
+    """Fit on the first 200 images of `train_domain`, score the last 100 of every domain."""
+    train = samples[train_domain][:200]
+    return {
+        domain: _nearest_centroid_accuracy(
+            [feature(s) for s in train],
+            [s.class_index for s in train],
+            [feature(s) for s in held_out],
+            [s.class_index for s in held_out],
+        )
+        for domain, held_out in ((d, s[200:]) for d, s in samples.items())
+    }
+
+
+@pytest.mark.parametrize("train_domain", BACKGROUND_FAMILIES)
+def test_background_colour_works_in_domain_and_fails_across(
+    many_samples: dict[str, list[SyntheticSample]], train_domain: str
+) -> None:
+    chance = 1 / MANY.num_classes
+    colour = _cross_domain_accuracies(many_samples, _background_colour, train_domain)
+    shape = _cross_domain_accuracies(many_samples, _radial_profile, train_domain)
+    object_colour = _cross_domain_accuracies(many_samples, _object_colour, train_domain)
+    assert colour[train_domain] > MANY.spurious_p - 0.12
+    for domain in MANY.domains:
+        if domain != train_domain:
+            assert colour[domain] < chance
+        assert shape[domain] > 0.9
+        assert object_colour[domain] < chance + 0.15
+
+
+def test_bad_domains_are_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown domains"):
+        SyntheticConfig(domains=["gradient", "clouds"])
+    with pytest.raises(ValidationError, match="once"):
+        SyntheticConfig(domains=["noise", "noise"])
+    with pytest.raises(UserError, match="datasets.synthetic.domains"):
+        parse_params({"datasets": {"synthetic": {"domains": []}}})
