@@ -3,8 +3,11 @@
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         trained_runs(),
+        evaluated_runs(),
+        f"{DATA}/masks/sam/{DATASET}",

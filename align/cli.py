@@ -48,6 +48,17 @@ def shard(params: Params, args: argparse.Namespace) -> None:
     write_shards(params, args.dataset or params.dataset)
 
 
+@command(
+    "sam-masks",
+    "precompute a Segment Anything object mask per image (needs sam.checkpoint)",
+    dataset_argument,
+)
+def sam_masks(params: Params, args: argparse.Namespace) -> None:
+    from align.masks.sam import write_sam_masks
+
+    write_sam_masks(params, args.dataset or params.dataset)
+
+
 def run_arguments(parser: argparse.ArgumentParser) -> None:
     dataset_argument(parser)
     parser.add_argument("--domain", required=True, help="training domain")
@@ -64,6 +75,15 @@ def train(params: Params, args: argparse.Namespace) -> None:
 
     spec = RunSpec(args.dataset or params.dataset, args.domain, args.method, args.seed)
     train_run(params, spec, args.runs_root, show_progress=not args.no_progress)
+
+
+@command("evaluate", "evaluate one trained run on every domain's test split", run_arguments)
+def evaluate(params: Params, args: argparse.Namespace) -> None:
+    from align.evaluate import evaluate_run
+    from align.runs import RunSpec
+
+    spec = RunSpec(args.dataset or params.dataset, args.domain, args.method, args.seed)
+    evaluate_run(params, spec, args.runs_root, show_progress=not args.no_progress)
 
 
 @command("check-params", "validate params.yaml and print the resolved values", lambda parser: None)

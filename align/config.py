@@ -11,7 +11,7 @@ import hashlib
 import json
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -67,6 +67,36 @@ DatasetsConfig = create_model(
 )
 
 
+class SamConfig(StrictModel):
+    """SAM pseudo-masks (stage `sam_masks`): the fixed targets of the m_sam ablation."""
+
+    checkpoint: str | None = None
+    """Path to the official checkpoint of `model_type` (e.g. sam_vit_b_01ec64.pth); unset, the
+    stage records that SAM masks are unavailable instead of failing the pipeline."""
+    model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    prompt: Literal["center_box", "center_point"] = "center_box"
+    """`center_box`: a box over the central `box_fraction` of the image plus a positive point at
+    its centre; `center_point`: the centre point alone. Either way SAM's best-scored of its three
+    masks is kept."""
+    box_fraction: float = Field(0.8, gt=0, le=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: CUDA when available, else the CPU."""
+
+
+class EvaluateConfig(StrictModel):
+    """The evaluate stage: ERASER faithfulness (DeYoung et al. 2020) and batch sizes."""
+
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        [0.01, 0.05, 0.10, 0.20, 0.50], min_length=1
+    )
+    """Fractions k of the pixels, ranked by Grad-CAM, removed or kept; AOPC averages over them."""
+    fill: Literal["black", "mean", "blur"] = "black"
+    """What removed pixels become: black (the masker's fill), the mean colour, or a blur."""
+    batch_size: PositiveInt = 64
+    chunk_size: PositiveInt = 256
+    """Perturbed images classified at once (bounds memory: batch_size * 2 * len(fractions))."""
+
+
 class ModelConfig(StrictModel):
     pretrained: str = "none"
     """`none`, `imagenet` (torchvision's weights; needs the file offline) or a state-dict path."""
@@ -115,9 +145,11 @@ class Params(StrictModel):
     """The dataset every stage of the pipeline runs on."""
     data: DataConfig = DataConfig()
     datasets: DatasetsConfig = DatasetsConfig()  # type: ignore[valid-type]
+    sam: SamConfig = SamConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     grid: GridConfig = GridConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     methods: MethodsConfig = MethodsConfig()  # type: ignore[valid-type]
 
     @field_validator("dataset")

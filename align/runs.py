@@ -56,7 +56,7 @@ def code_fingerprint() -> str:
 def run_identity(params: Params, spec: RunSpec) -> dict[str, Any]:
     """Everything that determines the trained model, with the method in its canonical form."""
     method_name, method_config = canonical_method(params, spec)
-    return {
+    identity = {
         "dataset": spec.dataset,
         "dataset_config": select(params, f"datasets.{spec.dataset}"),
         "domain": spec.domain,
@@ -64,12 +64,17 @@ def run_identity(params: Params, spec: RunSpec) -> dict[str, Any]:
         "method_config": method_config,
         "seed": spec.seed,
         "model": select(params, "model"),
-        "train": select(params, "train"),
+        # How often a checkpoint is written does not change the result.
+        "train": {k: v for k, v in select(params, "train").items() if k != "checkpoint_every"},
         "data": {key: select(params, f"data.{key}") for key in (
             "store_size", "image_size", "split", "split_seed", "jpeg_quality",
         )},
         "code": code_fingerprint(),
     }
+    if METHODS.get(method_name).mask_source == "sam":
+        # The targets are SAM's masks: another SAM setting is another experiment.
+        identity["sam"] = {k: v for k, v in select(params, "sam").items() if k != "device"}
+    return identity
 
 
 def canonical_method(params: Params, spec: RunSpec) -> tuple[str, dict[str, Any]]:

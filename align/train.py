@@ -24,11 +24,13 @@ from tqdm import tqdm
 
 from align.config import Params
 from align.data.loader import make_loader
+from align.data.registry import DATASETS
 from align.data.split import split_path
 from align.errors import UserError
 from align.methods.base import METHODS, Method, Models, resolve_config
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
+from align.models.trained import BEST_MODEL
 from align.runs import (
     DONE,
     RUNS_ROOT,
@@ -43,7 +45,6 @@ from align.runs import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-BEST_MODEL = "model.pt"
 
 
 @dataclass
@@ -67,6 +68,9 @@ def train_run(
     params: Params, spec: RunSpec, runs_root: Path = RUNS_ROOT, show_progress: bool = True
 ) -> Path:
     """Train `spec` unless an identical run is already stored; returns its named folder."""
+    known = read_split(params, spec.dataset)["domains"]
+    if spec.domain not in known:
+        raise UserError(f"{spec.domain!r} is not a domain of {spec.dataset} (it has {list(known)})")
     identity = run_identity(params, spec)
     store = store_dir(runs_root, run_key(identity))
     if is_done(store):
@@ -198,7 +202,8 @@ class Trainer:
         loader = make_loader(
             self.params, self.spec.dataset, self.spec.domain, "train", train=True,
             batch_size=self.params.train.batch_size, seed=self.spec.seed,
-            epoch=self.progress.epoch, with_masks=self.method.mask_source == "gt",
+            epoch=self.progress.epoch, with_masks=self.method.mask_source is not None,
+            mask_root=mask_shards_root(self.params, self.spec, self.method.mask_source),
         )
         yielded = False
         for index, batch in enumerate(loader):
@@ -304,12 +309,32 @@ class Trainer:
                  self.progress.best_val_accuracy, self.progress.best_step)
 
 
-def read_classes(params: Params, dataset: str) -> list[str]:
-    """The class names of `dataset`, in label order, from its split file."""
+def mask_shards_root(params: Params, spec: RunSpec, source: str | None) -> Path | None:
+    """Where the batch masks of a method's `mask_source` come from: the image shards themselves
+    (None) for `gt` or no masks, the `sam_masks` stage's shard tree for `sam`. Missing masks are a
+    UserError naming what to do."""
+    if source == "gt" and not DATASETS.get(spec.dataset).has_masks:
+        raise UserError(
+            f"method {spec.method} trains toward ground-truth object masks, and dataset "
+            f"{spec.dataset} has none (synthetic has); use m_sam or m_gray instead"
+        )
+    if source != "sam":
+        return None
+    from align.masks.sam import require_sam_masks  # imported late: only m_sam needs SAM
+
+    return require_sam_masks(params, spec.dataset)
+
+
+def read_split(params: Params, dataset: str) -> dict[str, Any]:
     path = split_path(params, dataset)
     if not path.is_file():
         raise UserError(f"{path} is missing: run `align split --dataset {dataset}` (or dvc repro)")
-    return json.loads(path.read_text())["classes"]
+    return json.loads(path.read_text())
+
+
+def read_classes(params: Params, dataset: str) -> list[str]:
+    """The class names of `dataset`, in label order, from its split file."""
+    return read_split(params, dataset)["classes"]
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -348,5 +373,6 @@ def truncate_dvclive(directory: Path, step: int) -> None:
         lines = table.read_text().splitlines(keepends=True)
         if not lines:
             continue
-        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t")[1]) < step]
+        column = lines[0].rstrip("\n").split("\t").index("step")
+        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t")[column]) < step]
         table.write_text("".join(kept))

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from align.explain import gradcam
 from align.data.transforms import denormalize, normalize
+from align.explain import gradcam
 from align.explain.masking import keep_region
 from align.methods.align import Align, AlignConfig, masker_losses, total_variation
 from align.methods.base import Models

@@ -7,7 +7,8 @@ The mask multiplies the image in [0,1] pixel space, before normalisation: remove
 
 Classifier step (masker frozen, its mask detached), Eq. 17:
     L_clf = CE + lambda3*BCE(GradCAM_y(x), M(x)) + lambda4*L_reg      (L_reg: Eq. 19, as DRE)
-The first `warmup_steps` train the classifier alone with CE + lambda4*L_reg.
+The first `warmup_steps` train the classifier alone with CE + lambda4*L_reg. With lambda3 = 0 the
+masker cannot reach the classifier: the run is DRE's and is trained once, as DRE (`canonical`).
 """
 
 from __future__ import annotations
@@ -17,27 +18,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from align.explain import gradcam_from_features
 from align.explain.masking import keep_region
-from align.methods.base import Batch, Method, MethodConfig, Models, register_method
-from align.methods.regularizers import explanation_mixup_loss
-
-BCE_EPS = 1e-6
+from align.methods.base import Batch, Models, register_method
+from align.methods.guidance import GuidanceConfig, GuidedMethod
 
 
-class AlignConfig(MethodConfig):
+class AlignConfig(GuidanceConfig):
     lambda1: float = Field(10.0, ge=0)
     """Sparsity weight of the masker (Eq. 16)."""
     lambda2: float = Field(1.0, ge=0)
     """Smoothness (total variation) weight of the masker (Eq. 16)."""
-    lambda3: float = Field(0.1, ge=0)
-    """Explanation-guidance weight of the classifier (Eq. 17); 0 is the `w/o EG` ablation."""
-    lambda4: float = Field(0.1, ge=0)
-    """Weight of the mixup explanation regulariser (Eq. 17)."""
-    mixup_alpha: float = Field(0.2, gt=0)
-    """Beta(alpha, alpha) of the same-class mixup (Eq. 18); the paper does not state it."""
-    warmup_steps: int = Field(200, ge=0)
-    per_dataset: dict[str, dict] = {"terra_incognita": {"lambda3": 0.2, "lambda4": 0.2}}
 
 
 def total_variation(masks: Tensor) -> Tensor:
@@ -63,36 +53,8 @@ def masker_losses(
     }
 
 
-def guided_classifier_losses(
-    config: AlignConfig,
-    classifier,
-    x: Tensor,
-    labels: Tensor,
-    target_masks: Tensor | None,
-    generator: torch.Generator,
-) -> dict[str, Tensor]:
-    """Eq. 17: CE, the explanation-guidance BCE toward `target_masks` (skipped when None), and the
-    mixup regulariser. The target is a constant: no gradient flows into whatever produced it."""
-    logits, features = classifier.forward_features(x)
-    explanations = gradcam_from_features(classifier, features, labels, x.shape[2:])
-    terms = {"ce": F.cross_entropy(logits, labels)}
-    if target_masks is not None and config.lambda3 > 0:
-        # Grad-CAM is exactly 0 wherever its ReLU cuts; clamping keeps log() finite so the logged
-        # value means something (torch would clamp the log at -100). BCE refuses bf16 autocast.
-        with torch.autocast(x.device.type, enabled=False):
-            bounded = explanations.float().clamp(BCE_EPS, 1 - BCE_EPS)
-            bce = F.binary_cross_entropy(bounded, target_masks.detach().float())
-        terms["egl"] = config.lambda3 * bce
-    if config.lambda4 > 0:
-        reg = explanation_mixup_loss(
-            classifier, x, labels, explanations, config.mixup_alpha, generator
-        )
-        terms["reg"] = config.lambda4 * reg
-    return terms
-
-
 @register_method("align")
-class Align(Method):
+class Align(GuidedMethod):
     Config = AlignConfig
     uses_masker = True
 
@@ -109,6 +71,4 @@ class Align(Method):
         if step >= self.config.warmup_steps:
             with torch.no_grad():
                 target = models.masker(x)
-        return guided_classifier_losses(
-            self.config, models.classifier, x, labels, target, self.generator
-        )
+        return self.classifier_losses(batch, models, target)

@@ -1,4 +1,5 @@
-"""Loss terms shared by several methods."""
+"""Loss terms shared by several methods: DRE's explanation regulariser (Eq. 19) and the explanation-
+guided classifier objective (Eq. 17) that ALIGN, its fixed-mask ablations and DRE all minimise."""
 
 from __future__ import annotations
 
@@ -55,3 +56,40 @@ def explanation_mixup_loss(
     expected = weights * explanations + (1 - weights) * explanations[partners]
     consistency = (expected - mixed_explanations).abs().mean()
     return consistency + F.cross_entropy(logits, labels) + mixed_explanations.abs().mean()
+
+
+BCE_EPS = 1e-6
+
+
+def guided_classifier_losses(
+    classifier: ResNetClassifier,
+    x: Tensor,
+    labels: Tensor,
+    generator: torch.Generator,
+    *,
+    reg_weight: float,
+    mixup_alpha: float,
+    target_masks: Tensor | None = None,
+    guidance_weight: float = 0.0,
+) -> dict[str, Tensor]:
+    """Eq. 17: `ce`, `egl` = guidance_weight * BCE(GradCAM_y(x), target_masks) (when a target is
+    given and the weight is positive) and `reg` = reg_weight * Eq. 19 (when the weight is positive).
+
+    x (B,3,H,W) normalised, labels (B,), target_masks (B,1,H,W) in [0,1]. The target is a constant:
+    no gradient flows into whatever produced it. With no guidance this is DRE's objective, and it
+    draws from `generator` exactly as ALIGN's classifier step does, so the two train alike.
+    """
+    logits, features = classifier.forward_features(x)
+    explanations = gradcam_from_features(classifier, features, labels, x.shape[2:])
+    terms = {"ce": F.cross_entropy(logits, labels)}
+    if target_masks is not None and guidance_weight > 0:
+        # Grad-CAM is exactly 0 wherever its ReLU cuts; clamping keeps log() finite so the logged
+        # value means something (torch would clamp the log at -100). BCE refuses bf16 autocast.
+        with torch.autocast(x.device.type, enabled=False):
+            bounded = explanations.float().clamp(BCE_EPS, 1 - BCE_EPS)
+            bce = F.binary_cross_entropy(bounded, target_masks.detach().float())
+        terms["egl"] = guidance_weight * bce
+    if reg_weight > 0:
+        reg = explanation_mixup_loss(classifier, x, labels, explanations, mixup_alpha, generator)
+        terms["reg"] = reg_weight * reg
+    return terms

@@ -1,5 +1,6 @@
-# The data stages: acquire -> split -> shard. Paths match dvc.yaml, so both orchestrators build the
-# same files. A rule's `params.key` changes with the knobs it reads, which reruns it.
+# The data stages: acquire -> split -> shard -> sam_masks. Paths match dvc.yaml, so both
+# orchestrators build the same files. A rule's `params.key` changes with the knobs it reads, which
+# reruns it.
 
 
 rule acquire:
@@ -33,3 +34,17 @@ rule shard:
         key=hash_of("data.store_size", "data.shard_max_samples", "data.jpeg_quality"),
     shell:
         f"{ALIGN} shard --dataset {{wildcards.dataset}}"
+
+
+rule sam_masks:
+    input:
+        shards=f"{DATA}/shards/{{dataset}}",
+        split=f"{DATA}/splits/{{dataset}}.json",
+    output:
+        directory(f"{DATA}/masks/sam/{{dataset}}"),
+    params:
+        key=hash_of("sam"),
+    resources:
+        gpu=1,
+    shell:
+        f"{ALIGN} sam-masks --dataset {{wildcards.dataset}}"

@@ -2,6 +2,7 @@
 # hash (parameters resolved for the method, plus the training code), so it reruns exactly when the
 # experiment changes; an identical experiment (e.g. wo_eg and dre) is found in runs/.store/ and
 # only linked into place.
+from align.methods.base import METHODS
 from align.runs import RunSpec, run_identity, run_key
 
 
@@ -10,10 +11,18 @@ def run_hash(wildcards):
     return run_key(run_identity(PARAMS, spec))
 
 
+def mask_inputs(wildcards):
+    """SAM's masks for the methods that train toward them (m_sam), nothing for the others."""
+    if METHODS.get(wildcards.method).mask_source == "sam":
+        return [f"{DATA}/masks/sam/{wildcards.dataset}"]
+    return []
+
+
 rule train:
     input:
         shards=f"{DATA}/shards/{{dataset}}",
         split=f"{DATA}/splits/{{dataset}}.json",
+        masks=mask_inputs,
     output:
         model="runs/{dataset}/{domain}/{method}/seed{seed}/model.pt",
         metrics="runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",

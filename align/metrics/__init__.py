@@ -1,0 +1,53 @@
+"""Evaluation metrics: accuracy and AUC, ERASER sufficiency and comprehensiveness, mask quality."""
+
+from align.metrics.classification import (
+    ClassificationAccumulator,
+    ClassificationSummary,
+    accuracy,
+    auc_per_class,
+    classification_summary,
+    macro_auc_ovr,
+)
+from align.metrics.faithfulness import (
+    AOPC_FRACTIONS,
+    FILLS,
+    Faithfulness,
+    FaithfulnessAccumulator,
+    blur_parameters,
+    faithfulness,
+    fill_image,
+    gradcam_faithfulness,
+    top_fraction_masks,
+)
+from align.metrics.mask_quality import (
+    MaskQuality,
+    MaskQualityAccumulator,
+    iou,
+    mask_quality,
+    pointing_game,
+    soft_dice,
+)
+
+__all__ = [
+    "AOPC_FRACTIONS",
+    "FILLS",
+    "ClassificationAccumulator",
+    "ClassificationSummary",
+    "Faithfulness",
+    "FaithfulnessAccumulator",
+    "MaskQuality",
+    "MaskQualityAccumulator",
+    "accuracy",
+    "auc_per_class",
+    "blur_parameters",
+    "classification_summary",
+    "faithfulness",
+    "fill_image",
+    "gradcam_faithfulness",
+    "iou",
+    "macro_auc_ovr",
+    "mask_quality",
+    "pointing_game",
+    "soft_dice",
+    "top_fraction_masks",
+]

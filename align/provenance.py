@@ -1,0 +1,37 @@
+"""What a result came from: the git commit of the code and the hash of the parameters."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from align.config import Params, params_hash
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def git_commit() -> str:
+    """The checked-out commit, with `-dirty` when tracked files differ from it; `unknown` outside
+    a git checkout (e.g. an installed wheel)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(params: Params, keys: list[str] | None = None) -> dict[str, Any]:
+    """`{"git_commit", "params_hash"}` to stamp into a result file; the hash covers `keys` (every
+    top-level section when None)."""
+    keys = keys or sorted(Params.model_fields)
+    return {"git_commit": git_commit(), "params_hash": params_hash(params, keys)}

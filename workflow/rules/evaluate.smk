@@ -1,0 +1,28 @@
+# Evaluation: every trained run on the test split of every domain (in- and out-of-distribution).
+# A job reruns when its run is retrained or when the `evaluate` knobs change.
+
+
+rule evaluate:
+    input:
+        model="runs/{dataset}/{domain}/{method}/seed{seed}/model.pt",
+        shards=f"{DATA}/shards/{{dataset}}",
+        sam=f"{DATA}/masks/sam/{{dataset}}",
+    output:
+        directory("runs/{dataset}/{domain}/{method}/seed{seed}/eval"),
+    params:
+        key=hash_of("evaluate", "data.image_size"),
+    resources:
+        gpu=1,
+    shell:
+        f"{ALIGN} evaluate --dataset {{wildcards.dataset}} --domain {{wildcards.domain}} "
+        "--method {wildcards.method} --seed {wildcards.seed} --no-progress"
+
+
+def evaluated_runs(dataset=DATASET):
+    return expand(
+        "runs/{dataset}/{domain}/{method}/seed{seed}/eval",
+        dataset=dataset,
+        domain=PARAMS.grid.domains,
+        method=PARAMS.grid.methods,
+        seed=PARAMS.grid.seeds,
+    )
