@@ -4,10 +4,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         trained_runs(),
         evaluated_runs(),
+        "results/ood_table.csv",
         f"{DATA}/masks/sam/{DATASET}",

@@ -86,6 +86,18 @@ def evaluate(params: Params, args: argparse.Namespace) -> None:
     evaluate_run(params, spec, args.runs_root, show_progress=not args.no_progress)
 
 
+def report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"))
+    parser.add_argument("--results", type=Path, default=Path("results"))
+
+
+@command("report", "tables, figures and dvc metrics/plots from the evaluations", report_arguments)
+def report(params: Params, args: argparse.Namespace) -> None:
+    from align.report import write_report
+
+    write_report(params, args.runs_root, args.results)
+
+
 @command("check-params", "validate params.yaml and print the resolved values", lambda parser: None)
 def check_params(params: Params, args: argparse.Namespace) -> None:
     print(params.model_dump_json(indent=2))

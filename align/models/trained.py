@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRu
     path = Path(run_dir) / BEST_MODEL
     if not path.is_file():
         raise UserError(f"{path} is missing: train the run first (align train, or dvc repro)")
-    state = torch.load(path, map_location=device, weights_only=False)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        raise UserError(f"{path} is unreadable ({error}); train the run again") from None
     model = state["identity"]["model"]
     # The weights replace the initial ones, so no pretrained file needs to be present here.
     classifier = create_classifier(len(state["classes"]), "none", model["small_stem"])

@@ -1,0 +1,111 @@
+"""Stage `report`: the paper's tables and figures from the evaluate stage's JSONs.
+
+Writes under `results/`:
+- `id_table`, `ablation_table`, `ood_table`, `mask_quality` as `.csv` (cells `mean ± std (n=k)`
+  or why they are missing) and `.md` (best values in bold, reasons as notes);
+- `metrics.json`: {table: {row: {column: mean}}} for `dvc metrics show/diff`;
+- `fig2.csv`: Fig. 2's bars in long form for `dvc plots`;
+- `figures/fig2_mask_quality.png`, `figures/fig4_case_study.png`, `figures/fig5_mask_gallery.png`;
+- `provenance.json`: the git commit and params hash, the files written, and the commit and hash
+  each eval record came from.
+
+Provenance: every CSV row carries `git_commit` and `params_hash` columns (the files stay plain
+CSV), each Markdown file ends with a line naming both, `metrics.json` holds them under
+`provenance`, and each PNG has them in its footer and as PNG text chunks.
+
+Every file is written under a temporary name and renamed when complete. `provenance.json` is
+removed first and written last, so a report with a `provenance.json` is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from align.config import Params
+from align.provenance import provenance
+from align.report.collect import collect_evaluations
+from align.report.examples import pick_device
+from align.report.figures import (
+    blur_bars,
+    blur_bars_csv,
+    blur_figure,
+    case_study_figure,
+    mask_gallery_figure,
+    save_figure,
+)
+from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_FILE = "provenance.json"
+METRICS_FILE = "metrics.json"
+FIG2_DATA = "fig2.csv"
+FIGURES = {
+    "fig2": "figures/fig2_mask_quality.png",
+    "fig4": "figures/fig4_case_study.png",
+    "fig5": "figures/fig5_mask_gallery.png",
+}
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write `text` to `path` so that `path` is either absent/old or the complete new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def write_report(
+    params: Params, runs_root: Path = Path("runs"), results_dir: Path = Path("results")
+) -> list[Path]:
+    """Write every table, figure and metrics file of the report; returns the paths written."""
+    results_dir = Path(results_dir)
+    (results_dir / PROVENANCE_FILE).unlink(missing_ok=True)
+    stamp = provenance(params)
+    evaluations = collect_evaluations(params, Path(runs_root))
+    written: list[Path] = []
+
+    metrics: dict[str, object] = {}
+    for build in TABLE_BUILDERS:
+        table = build(evaluations)
+        written.append(write_text_atomically(results_dir / f"{table.name}.csv",
+                                             to_csv(table, stamp)))
+        written.append(write_text_atomically(results_dir / f"{table.name}.md",
+                                             to_markdown(table, stamp)))
+        metrics[table.name] = table_metrics(table)
+    metrics["provenance"] = stamp
+    written.append(write_text_atomically(results_dir / METRICS_FILE,
+                                         json.dumps(metrics, indent=2) + "\n"))
+
+    bars = blur_bars(evaluations)
+    written.append(write_text_atomically(results_dir / FIG2_DATA, blur_bars_csv(bars, stamp)))
+    device = pick_device()
+    figures = {
+        "fig2": lambda: blur_figure(evaluations, bars, stamp),
+        "fig4": lambda: case_study_figure(evaluations, stamp, device),
+        "fig5": lambda: mask_gallery_figure(evaluations, stamp, device),
+    }
+    for name, draw in figures.items():
+        written.append(save_figure(draw(), results_dir / FIGURES[name], stamp))
+
+    document = {
+        **stamp,
+        "dataset": params.dataset,
+        "runs_root": str(runs_root),
+        "outputs": [str(path.relative_to(results_dir)) for path in written],
+        "inputs": evaluations.input_provenance(),
+    }
+    written.append(write_text_atomically(results_dir / PROVENANCE_FILE,
+                                         json.dumps(document, indent=2) + "\n"))
+    log.info("report: %d files under %s", len(written), results_dir)
+    return written
+
+
+__all__ = ["write_report"]

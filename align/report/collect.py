@@ -1,0 +1,358 @@
+"""The evaluate stage's JSONs of the configured grid, read into one structure, and seed summaries.
+
+A result is addressed by (method, train domain, seed, target domain); its file is
+`<runs>/<dataset>/<train domain>/<method>/seed<k>/eval/<target domain>.json`. Every configured
+address gets either the loaded record or one line saying why there is none (not trained, not
+evaluated, not in `grid.methods`, SAM masks unavailable, ...), so that a table cell can always be
+filled with a number or with a reason.
+
+An ablation row that is not in `grid.methods` is still filled when another configured method is
+the same experiment (`wo_eg` is DRE with the same weights, see `align.methods.wo_eg`): its runs
+stand for it, as the pipeline trains such a pair once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.config import Params
+from align.data.registry import DATASETS
+from align.errors import UserError
+from align.evaluate import eval_path
+from align.methods.base import METHODS
+from align.runs import RunSpec, canonical_method
+
+MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
+"""The baselines and ALIGN, in the order of the paper's Tables 1 and 3."""
+ABLATION_ROWS = ("wo_eg", "m_sam", "m_gray", "m_gt", "align")
+"""Table 2's rows: ALIGN's ablations, then ALIGN itself."""
+DISPLAY_NAMES = {
+    "erm": "ERM",
+    "irm": "IRM",
+    "mixup": "Mixup",
+    "sgt": "SGT",
+    "sgdrop": "SGDrop",
+    "dre": "DRE",
+    "align": "ALIGN",
+    "wo_eg": "w/o EG",
+    "m_sam": "m-SAM",
+    "m_gray": "m-Gray",
+    "m_gt": "m-GT",
+}
+MODEL_FILE = "model.pt"
+
+Record = dict[str, Any]
+MetricPath = tuple[str, ...]
+"""Where a number sits in an eval record, e.g. ("mask_quality", "masker", "iou")."""
+
+
+def display_name(method: str) -> str:
+    """The paper's spelling of a method name (`sgdrop` -> `SGDrop`); unknown names unchanged."""
+    return DISPLAY_NAMES.get(method, method)
+
+
+def is_ablation(method: str) -> bool:
+    return method in ABLATION_ROWS and method != "align"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One number over seeds: the per-seed values found and why the others are missing.
+
+    `expected` is the number of configured seeds; `missing` holds one reason per seed without a
+    value, as (seed, reason).
+    """
+
+    values: tuple[float, ...]
+    expected: int
+    missing: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation (n - 1); None with fewer than two seeds."""
+        return statistics.stdev(self.values) if self.n >= 2 else None
+
+    @property
+    def reason(self) -> str:
+        """Why seeds are missing: one line, each distinct reason once."""
+        reasons = list(dict.fromkeys(reason for _, reason in self.missing))
+        if len(reasons) <= 1:
+            return "".join(reasons)
+        return "; ".join(f"seed {seed}: {reason}" for seed, reason in self.missing)
+
+    def text(self, digits: int = 2) -> str:
+        """`mean ± std (n=k)`, `(n=k of K)` when seeds are missing; the reason when none is left."""
+        if not self.values:
+            return self.reason or "no value"
+        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}"
+        spread = "" if self.std is None else f" ± {self.std:.{digits}f}"
+        return f"{self.mean:.{digits}f}{spread} ({count})"
+
+
+@dataclass(frozen=True)
+class Address:
+    method: str
+    train_domain: str
+    seed: int
+    target_domain: str
+
+
+@dataclass
+class Evaluations:
+    """Every configured eval record of a grid, or why it is missing."""
+
+    params: Params
+    runs_root: Path
+    methods: list[str]
+    """`grid.methods` and Table 2's rows, in that order, each once."""
+    train_domains: list[str]
+    target_domains: list[str]
+    seeds: list[int]
+    records: dict[Address, Record | str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Method name -> the configured method whose runs stand for it (itself when configured)."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Method name -> a note to print under tables (e.g. `w/o EG` read from DRE's runs)."""
+    files: dict[Address, Path] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.params.dataset
+
+    def run_dir(self, method: str, train_domain: str, seed: int) -> Path:
+        source = self.sources.get(method, method)
+        return RunSpec(self.dataset, train_domain, source, seed).named_dir(self.runs_root)
+
+    def record(self, address: Address) -> Record | str:
+        return self.records[address]
+
+    def summary(
+        self, method: str, train_domain: str, target_domain: str, path: MetricPath
+    ) -> Summary:
+        """The metric at `path` of `method` trained on `train_domain`, tested on
+        `target_domain`, over the configured seeds."""
+        values, missing = [], []
+        for seed in self.seeds:
+            found = self.record(Address(method, train_domain, seed, target_domain))
+            value = found if isinstance(found, str) else metric_value(found, path)
+            if isinstance(value, str):
+                missing.append((seed, value))
+            else:
+                values.append(value)
+        return Summary(tuple(values), len(self.seeds), tuple(missing))
+
+    def source_summary(
+        self, domain: str, path: MetricPath, methods: Sequence[str]
+    ) -> Summary:
+        """A metric that does not depend on the evaluated classifier (the quality of SAM's or a
+        masker's masks): per seed, the first of `methods`' in-distribution records that holds it;
+        the reason given by the first method when none does."""
+        values, missing = [], []
+        for seed in self.seeds:
+            reasons = []
+            for method in methods:
+                found = self.record(Address(method, domain, seed, domain))
+                value = found if isinstance(found, str) else metric_value(found, path)
+                if not isinstance(value, str):
+                    values.append(value)
+                    break
+                reasons.append(value)
+            else:
+                missing.append((seed, reasons[0] if reasons else "no method configured"))
+        return Summary(tuple(values), len(self.seeds), tuple(missing))
+
+    def input_provenance(self) -> dict[str, dict[str, Any]]:
+        """The git commit and parameter hash each eval record was written from, by file."""
+        return {
+            str(self.files[address]): {
+                "git_commit": record.get("git_commit"),
+                "params_hash": record.get("params_hash"),
+            }
+            for address, record in self.records.items()
+            if isinstance(record, dict) and address in self.files
+        }
+
+
+def metric_value(record: Record, path: MetricPath) -> float | str:
+    """The number at `path` in an eval record, or why the record has none."""
+    node: Any = record
+    for part in path:
+        if not isinstance(node, dict) or node.get(part) is None:
+            return missing_reason(record, path)
+        node = node[part]
+    value = float(node)
+    if math.isnan(value):
+        if path[0] == "mask_quality":
+            return "no test image has a ground-truth object"
+        return f"{'.'.join(path)} is NaN in the eval record"
+    return value
+
+
+def missing_reason(record: Record, path: MetricPath) -> str:
+    unavailable = record.get("unavailable") or {}
+    if path[0] == "auc" and record.get("auc_note"):
+        return str(record["auc_note"])
+    if path[0] in ("sufficiency", "comprehensiveness") and not record.get("in_distribution"):
+        return f"{path[0]} is measured in-distribution only"
+    for key in (*path[1:2], path[0]):
+        if key in unavailable:
+            return str(unavailable[key])
+    return f"{'.'.join(path)} not in the eval record"
+
+
+def configured_methods(params: Params) -> list[str]:
+    """`grid.methods`, then Table 2's rows that are not among them."""
+    grid = list(params.grid.methods)
+    return grid + [name for name in ABLATION_ROWS if name not in grid]
+
+
+def method_source(params: Params, method: str) -> tuple[str | None, str]:
+    """(configured method whose runs give `method`'s numbers, note); (None, why) if none does."""
+    if method in params.grid.methods:
+        return method, ""
+    identity = canonical_method(params, RunSpec(params.dataset, "", method, 0))
+    for other in params.grid.methods:
+        if canonical_method(params, RunSpec(params.dataset, "", other, 0)) == identity:
+            return other, (
+                f"{display_name(method)} is the same experiment as {display_name(other)} with"
+                f" these parameters; its numbers are {display_name(other)}'s runs"
+            )
+    return None, f"{method} not in grid.methods"
+
+
+def method_unavailable(params: Params, method: str) -> str | None:
+    """Why `method` cannot be trained on the dataset at all (its masks do not exist), or None."""
+    source = METHODS.get(method).mask_source
+    if source == "gt" and not DATASETS.get(params.dataset).has_masks:
+        return f"{params.dataset} has no ground-truth masks"
+    if source == "sam":
+        from align.masks.sam import sam_masks_available  # imports segment-anything: only here
+
+        available, reason = sam_masks_available(params, params.dataset)
+        if not available:
+            return reason
+    return None
+
+
+def target_domains(params: Params) -> list[str]:
+    """Test domains: the training domains, then the dataset's other declared domains."""
+    grid = list(params.grid.domains or [])
+    return grid + [domain for domain in params.dataset_domains() if domain not in grid]
+
+
+def read_record(path: Path, run_dir: Path) -> Record | str:
+    """An eval record, or why there is none (run not trained, not evaluated, unreadable)."""
+    if not path.is_file():
+        if not (run_dir / MODEL_FILE).is_file():
+            return f"not trained: {run_dir / MODEL_FILE} missing"
+        return f"not evaluated: {path} missing"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        return f"unreadable: {path} ({error.__class__.__name__})"
+    if not isinstance(record, dict):
+        return f"unreadable: {path} holds no JSON object"
+    return record
+
+
+def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
+    """Read every eval record the configured grid (and Table 2) asks for."""
+    evaluations = Evaluations(
+        params=params,
+        runs_root=Path(runs_root),
+        methods=configured_methods(params),
+        train_domains=list(params.grid.domains or []),
+        target_domains=target_domains(params),
+        seeds=list(params.grid.seeds),
+    )
+    for method in evaluations.methods:
+        source, note = method_source(params, method)
+        if note:
+            evaluations.notes[method] = note
+        if source is not None:
+            evaluations.sources[method] = source
+        for train_domain in evaluations.train_domains:
+            for seed in evaluations.seeds:
+                for target in evaluations.target_domains:
+                    address = Address(method, train_domain, seed, target)
+                    evaluations.records[address] = _locate(
+                        evaluations, address, source, note
+                    )
+    add_masker_blur(evaluations)
+    return evaluations
+
+
+def add_masker_blur(evaluations: Evaluations) -> None:
+    """Fig. 2's "ALIGN masker" bar for every method: its classifier on test images whose
+    background outside the masker of the ALIGN run of the same domain and seed is blurred.
+
+    Computed here rather than in each run's evaluation, so that retraining ALIGN reruns only
+    ALIGN's jobs and the report, never the other methods' evaluations.
+    """
+    from align.evaluate import masker_blur_accuracy  # loads torch models: only when needed
+    from align.models.trained import load_trained
+    from align.train import pick_device
+
+    device = pick_device()
+    maskers: dict[tuple[str, int], Any] = {}
+    for address, record in evaluations.records.items():
+        if isinstance(record, str) or address.train_domain != address.target_domain:
+            continue
+        if "masker" in record.get("background_blur", {}):
+            continue
+        key = (address.train_domain, address.seed)
+        if key not in maskers:
+            align_dir = evaluations.run_dir("align", *key)
+            maskers[key] = f"no trained ALIGN run at {align_dir} (add align to grid.methods)"
+            if (align_dir / MODEL_FILE).is_file():
+                try:
+                    maskers[key] = load_trained(align_dir, device)
+                except UserError as error:
+                    maskers[key] = str(error)
+        masker_run = maskers[key]
+        if isinstance(masker_run, str) or masker_run.masker is None:
+            reason = masker_run if isinstance(masker_run, str) else "the ALIGN run has no masker"
+            record.setdefault("unavailable", {})["masker"] = reason
+            continue
+        run_dir = evaluations.run_dir(address.method, *key)
+        if not (run_dir / MODEL_FILE).is_file():
+            record.setdefault("unavailable", {})["masker"] = f"{run_dir / MODEL_FILE} missing"
+            continue
+        try:
+            run = load_trained(run_dir, device)
+        except UserError as error:
+            record.setdefault("unavailable", {})["masker"] = str(error)
+            continue
+        record.setdefault("background_blur", {})["masker"] = masker_blur_accuracy(
+            evaluations.params, run, masker_run, evaluations.dataset, address.train_domain
+        )
+
+
+def _locate(
+    evaluations: Evaluations, address: Address, source: str | None, note: str
+) -> Record | str:
+    params = evaluations.params
+    if source is None:
+        unavailable = method_unavailable(params, address.method)
+        return f"{note} ({unavailable})" if unavailable else note
+    run_dir = evaluations.run_dir(address.method, address.train_domain, address.seed)
+    path = eval_path(run_dir, address.target_domain)
+    found = read_record(path, run_dir)
+    if isinstance(found, str):
+        return method_unavailable(params, source) or found
+    evaluations.files[address] = path
+    return found

@@ -1,0 +1,294 @@
+"""The paper's figures: Fig. 2 (accuracy with the background outside each mask blurred), Fig. 4
+(case study: each method's Grad-CAM of the true class) and Fig. 5 (masker, SAM and ground-truth
+masks side by side).
+
+Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, at a fixed size: a
+panel is PANEL_WIDTH x PANEL_HEIGHT inches at DPI dots per inch (sizes are multiples of 1/4 inch,
+so the pixel size is exact), whatever the labels hold. Images are the first test images of each
+domain, runs the first configured seed. A panel that cannot be drawn (run not trained, SAM masks
+unavailable, ...) says why in its place. Each PNG names the git commit and params hash in a footer
+and in its metadata (`git_commit`, `params_hash` text chunks).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+
+from align.report.collect import Evaluations, Summary, display_name
+from align.report.examples import (
+    explain_true_class,
+    first_test_images,
+    masker_masks,
+)
+from align.report.tables import main_methods
+
+DPI = 300
+PANEL_WIDTH = 1.5
+PANEL_HEIGHT = 1.75
+"""Inches per image panel, with room for a title above and a label below the image."""
+FOOTER_HEIGHT = 0.25
+CASE_STUDY_IMAGES = 1
+"""Images per domain in Fig. 4 (the paper shows two samples in all)."""
+GALLERY_IMAGES = 2
+"""Images per domain in Fig. 5."""
+BLUR_SOURCES = {"none": "no blur", "gt": "GT mask", "masker": "ALIGN masker", "sam": "SAM"}
+"""Fig. 2's bars: the mask whose outside is blurred (`background_blur` keys of an eval record)."""
+FIG2_PANEL_HEIGHT = 2.5
+FIG2_LEGEND_HEIGHT = 0.5
+FIG2_FOOTER_HEIGHT = 0.5
+
+
+def _provenance_line(provenance: dict[str, Any], extra: str = "") -> str:
+    line = f"align report | git {provenance['git_commit']} | params {provenance['params_hash']}"
+    return f"{line} | {extra}" if extra else line
+
+
+def new_figure(width: float, height: float, footer: float, text: str) -> Figure:
+    """A figure of `width` x `height` inches whose bottom `footer` inches hold `text`."""
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    figure.get_layout_engine().set(rect=(0, footer / height, 1, 1 - footer / height))
+    wrapped = textwrap.fill(text, width=int(width * 22))
+    figure.text(0.005, 0.005, wrapped, fontsize=4, ha="left", va="bottom", color="0.3")
+    return figure
+
+
+def save_figure(figure: Figure, path: Path, provenance: dict[str, Any]) -> Path:
+    """Write `figure` as PNG to `path` atomically (a complete file or none), provenance in its
+    metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    metadata = {
+        "Software": "align report",
+        "git_commit": str(provenance["git_commit"]),
+        "params_hash": str(provenance["params_hash"]),
+    }
+    try:
+        figure.savefig(partial, format="png", dpi=DPI, metadata=metadata)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def _blank(ax: Axes, reason: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_box_aspect(1)  # square, like the image panels beside it
+    for spine in ax.spines.values():
+        spine.set_color("0.8")
+    ax.text(0.5, 0.5, textwrap.fill(reason, 28), fontsize=4, ha="center", va="center",
+            color="0.35", transform=ax.transAxes, wrap=True)
+
+
+def _image(ax: Axes, pixels: Tensor) -> None:
+    """Show a (3,H,W) or (1,H,W) tensor in [0,1]."""
+    array = pixels.permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        ax.imshow(array[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(array, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# --- Fig. 4 ------------------------------------------------------------------------------------
+
+
+def case_study_figure(
+    evaluations: Evaluations, provenance: dict[str, Any], device: torch.device
+) -> Figure:
+    """Fig. 4: per domain, its first test image and each method's Grad-CAM of the true class over
+    it, titled with the probability the method gives the true class."""
+    params = evaluations.params
+    methods = main_methods(evaluations)
+    domains = evaluations.train_domains
+    seed = evaluations.seeds[0]
+    rows = len(domains) * CASE_STUDY_IMAGES
+    columns = 1 + len(methods)
+    height = rows * PANEL_HEIGHT + FOOTER_HEIGHT
+    figure = new_figure(
+        columns * PANEL_WIDTH, height, FOOTER_HEIGHT,
+        _provenance_line(provenance, f"Grad-CAM of the true class, seed {seed}"),
+    )
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()  # rows of a domain with fewer test images stay empty
+    for d, domain in enumerate(domains):
+        images = first_test_images(params, domain, CASE_STUDY_IMAGES)
+        explanations = {
+            method: explain_true_class(evaluations.run_dir(method, domain, seed), images, device)
+            for method in methods
+        }
+        for i in range(len(images.labels)):
+            row = axes[d * CASE_STUDY_IMAGES + i]
+            for ax in row:
+                ax.set_axis_on()
+            _image(row[0], images.pixels[i])
+            row[0].set_title("Image", fontsize=6)
+            row[0].set_xlabel(f"[{images.class_names[i]}]", fontsize=6)
+            row[0].set_ylabel(domain, fontsize=6)
+            for ax, method in zip(row[1:], methods, strict=True):
+                ax.set_title(display_name(method), fontsize=6)
+                found = explanations[method]
+                if isinstance(found, str):
+                    _blank(ax, found)
+                    continue
+                _image(ax, images.pixels[i])
+                ax.imshow(found.maps[i, 0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                          interpolation="bilinear")
+                ax.set_xlabel(f"Prob. {100 * found.true_probability[i].item():.2f}%", fontsize=6)
+    return figure
+
+
+# --- Fig. 5 ------------------------------------------------------------------------------------
+
+
+def mask_gallery_figure(
+    evaluations: Evaluations, provenance: dict[str, Any], device: torch.device
+) -> Figure:
+    """Fig. 5 (lower part): rows of test images with ALIGN's masker mask, SAM's mask and the
+    ground-truth mask."""
+    params = evaluations.params
+    seed = evaluations.seeds[0]
+    domains = evaluations.train_domains
+    rows = len(domains) * GALLERY_IMAGES
+    height = rows * PANEL_HEIGHT + FOOTER_HEIGHT
+    figure = new_figure(
+        4 * PANEL_WIDTH, height, FOOTER_HEIGHT,
+        _provenance_line(provenance, f"ALIGN masker of seed {seed}"),
+    )
+    axes = figure.subplots(rows, 4, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()  # rows of a domain with fewer test images stay empty
+    titles = ("Image", "Masker (ALIGN)", "SAM", "Ground truth")
+    for d, domain in enumerate(domains):
+        images = first_test_images(params, domain, GALLERY_IMAGES)
+        masker: Tensor | str = evaluations.notes.get("align", "align not in grid.methods")
+        if "align" in evaluations.sources:
+            masker = masker_masks(evaluations.run_dir("align", domain, seed), images, device)
+        for i in range(len(images.labels)):
+            row = axes[d * GALLERY_IMAGES + i]
+            for ax in row:
+                ax.set_axis_on()
+            _image(row[0], images.pixels[i])
+            row[0].set_ylabel(f"{domain} [{images.class_names[i]}]", fontsize=6)
+            for ax, masks in zip(row[1:], (masker, images.sam_masks, images.gt_masks),
+                                 strict=True):
+                if isinstance(masks, str):
+                    _blank(ax, masks)
+                else:
+                    _image(ax, masks[i])
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title, fontsize=6)
+    return figure
+
+
+# --- Fig. 2 ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """Fig. 2's accuracy (%) of one method's classifier on one domain's test split with the
+    background outside one kind of mask blurred, over seeds."""
+
+    method: str
+    source: str
+    domain: str
+    accuracy: Summary
+
+
+def blur_bars(evaluations: Evaluations) -> list[Bar]:
+    return [
+        Bar(method, source, domain,
+            evaluations.summary(method, domain, domain, ("background_blur", source)))
+        for domain in evaluations.train_domains
+        for method in main_methods(evaluations)
+        for source in BLUR_SOURCES
+    ]
+
+
+def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
+    """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): an empty mean where a
+    bar could not be computed, with the reason in `note`."""
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow([
+        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_std", "n", "note",
+        "git_commit", "params_hash",
+    ])
+    for bar in bars:
+        summary = bar.accuracy
+        writer.writerow([
+            f"{bar.domain} | {display_name(bar.method)} | {BLUR_SOURCES[bar.source]}",
+            bar.method, bar.source, bar.domain,
+            "" if summary.mean is None else f"{summary.mean:.4f}",
+            "" if summary.std is None else f"{summary.std:.4f}",
+            summary.n,
+            summary.reason,
+            provenance["git_commit"], provenance["params_hash"],
+        ])
+    return output.getvalue()
+
+
+def blur_figure(
+    evaluations: Evaluations, bars: list[Bar], provenance: dict[str, Any]
+) -> Figure:
+    """Fig. 2: per domain, grouped bars of accuracy by method, one bar per mask whose outside is
+    blurred; error bars are the standard deviation over seeds."""
+    methods = main_methods(evaluations)
+    domains = evaluations.train_domains
+    columns = max(1, min(2, len(domains)))
+    rows = max(1, math.ceil(len(domains) / columns))
+    panel_width = 1.0 + 0.5 * max(1, len(methods))
+    shown = [s for s in BLUR_SOURCES if any(b.source == s and b.accuracy.n for b in bars)]
+    absent = {
+        BLUR_SOURCES[s]: next((b.accuracy.reason for b in bars if b.source == s), "")
+        for s in BLUR_SOURCES if s not in shown
+    }
+    note = "; ".join(f"no {name} bars: {reason}" for name, reason in absent.items())
+    height = rows * FIG2_PANEL_HEIGHT + FIG2_LEGEND_HEIGHT + FIG2_FOOTER_HEIGHT
+    figure = new_figure(
+        columns * panel_width, height, FIG2_FOOTER_HEIGHT, _provenance_line(provenance, note)
+    )
+    axes = figure.subplots(rows, columns, squeeze=False)
+    width = 0.8 / max(1, len(shown))
+    colours = {s: f"C{i}" for i, s in enumerate(BLUR_SOURCES)}
+    for ax in axes.flat[len(domains):]:
+        ax.set_axis_off()
+    for ax, domain in zip(axes.flat, domains, strict=False):
+        ax.set_title(domain, fontsize=7)
+        ax.set_xticks(range(len(methods)), [display_name(m) for m in methods], fontsize=6)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.set_ylabel("Accuracy (%)", fontsize=6)
+        ax.set_ylim(0, 100)
+        for k, source in enumerate(shown):
+            found = [(j, b.accuracy) for j, m in enumerate(methods) for b in bars
+                     if (b.method, b.domain, b.source) == (m, domain, source) and b.accuracy.n]
+            spreads = [summary.std for _, summary in found]
+            ax.bar([j + (k - (len(shown) - 1) / 2) * width for j, _ in found],
+                   [summary.mean for _, summary in found], width,
+                   # No error bar from a single seed, rather than a misleading zero.
+                   yerr=[s if s is not None else float("nan") for s in spreads]
+                   if any(s is not None for s in spreads) else None,
+                   color=colours[source], error_kw={"elinewidth": 0.6, "capsize": 1.5})
+        if not shown:
+            _blank(ax, next((b.accuracy.reason for b in bars if b.domain == domain), "no runs"))
+    if shown:
+        handles = [Patch(color=colours[s], label=BLUR_SOURCES[s]) for s in shown]
+        figure.legend(handles=handles, loc="outside upper center", ncols=len(shown), fontsize=6,
+                      frameon=False)
+    return figure

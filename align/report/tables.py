@@ -1,0 +1,338 @@
+"""The paper's tables from the collected evaluations: layout, CSV, Markdown and metric numbers.
+
+Every cell is a `Summary` over seeds: `mean ± std (n=k)` (sample standard deviation), or the
+reason it could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
+note, listed under the table, so the table stays readable. Markdown marks the best mean in bold:
+per column (the best method for a domain and metric) in Tables 1 and 2 and the mask-quality
+table, per row in Table 3 (the best method for a train -> test pair, as the paper compares
+methods there). Best is the largest value, except for sufficiency, where lower is better; means
+are compared as printed, so equal printed values are both bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from align.report.collect import (
+    ABLATION_ROWS,
+    Evaluations,
+    MetricPath,
+    Summary,
+    display_name,
+    is_ablation,
+)
+
+DIGITS = 2
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    path: MetricPath
+    higher_is_better: bool = True
+
+
+ID_METRICS = (
+    Metric("Acc", ("accuracy",)),
+    Metric("AUC", ("auc",)),
+    Metric("Suff", ("sufficiency",), higher_is_better=False),
+    Metric("Comp", ("comprehensiveness",)),
+)
+MASK_METRICS = (("IoU", "iou"), ("Dice", "dice"), ("Pointing", "pointing_game"))
+ID_CAPTION = (
+    "Acc and AUC (macro one-vs-rest) in %; Suff and Comp: ERASER sufficiency and"
+    " comprehensiveness (AOPC, percentage points) of the predicted class's Grad-CAM; lower Suff"
+    " and higher Comp are better."
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    """The header, e.g. `gradient/Acc`; also the key in the metrics JSON."""
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    """A stable id for the metrics JSON, e.g. `erm` or `gradient->noise`."""
+    labels: tuple[str, ...]
+    """The index cells, e.g. ("ERM",) or ("gradient", "noise")."""
+    cells: dict[str, Summary]
+
+
+@dataclass
+class Table:
+    name: str
+    """The file stem under results/, e.g. `id_table`."""
+    title: str
+    caption: str
+    index: tuple[str, ...]
+    columns: list[Column]
+    rows: list[Row]
+    best_along: Literal["column", "row"] = "column"
+    notes: list[str] = field(default_factory=list)
+    """Lines printed under the Markdown table (e.g. which runs a row was read from)."""
+
+
+# --- layout ------------------------------------------------------------------------------------
+
+
+def main_methods(evaluations: Evaluations) -> list[str]:
+    """The configured methods of Tables 1 and 3 (everything but the ablations), in grid order."""
+    return [m for m in evaluations.params.grid.methods if not is_ablation(m)]
+
+
+def method_notes(evaluations: Evaluations, methods: list[str]) -> list[str]:
+    return [evaluations.notes[m] for m in methods if m in evaluations.sources and
+            m in evaluations.notes]
+
+
+def _id_columns(evaluations: Evaluations) -> list[Column]:
+    return [
+        Column(f"{domain}/{metric.label}", metric.higher_is_better)
+        for domain in evaluations.train_domains
+        for metric in ID_METRICS
+    ]
+
+
+def _id_row(evaluations: Evaluations, method: str) -> Row:
+    cells = {
+        f"{domain}/{metric.label}": evaluations.summary(method, domain, domain, metric.path)
+        for domain in evaluations.train_domains
+        for metric in ID_METRICS
+    }
+    return Row(method, (display_name(method),), cells)
+
+
+def id_table(evaluations: Evaluations) -> Table:
+    """Table 1: a row per configured method (ablations aside), Acc/AUC/Suff/Comp per domain,
+    each method trained and tested on the same domain."""
+    methods = main_methods(evaluations)
+    return Table(
+        name="id_table",
+        title=f"Table 1: in-distribution performance on {evaluations.dataset}",
+        caption=ID_CAPTION,
+        index=("Method",),
+        columns=_id_columns(evaluations),
+        rows=[_id_row(evaluations, method) for method in methods],
+        notes=method_notes(evaluations, methods),
+    )
+
+
+def ablation_table(evaluations: Evaluations) -> Table:
+    """Table 2: w/o EG, m-SAM, m-Gray, m-GT and ALIGN, laid out as Table 1."""
+    return Table(
+        name="ablation_table",
+        title=f"Table 2: ablations of ALIGN's masker on {evaluations.dataset}",
+        caption=ID_CAPTION,
+        index=("Method",),
+        columns=_id_columns(evaluations),
+        rows=[_id_row(evaluations, method) for method in ABLATION_ROWS],
+        notes=method_notes(evaluations, list(ABLATION_ROWS)),
+    )
+
+
+def ood_table(evaluations: Evaluations) -> Table:
+    """Table 3: a row per (train domain, other test domain), a column of accuracy per method."""
+    methods = main_methods(evaluations)
+    rows = [
+        Row(
+            f"{train}->{test}",
+            (train, test),
+            {
+                display_name(method): evaluations.summary(method, train, test, ("accuracy",))
+                for method in methods
+            },
+        )
+        for train in evaluations.train_domains
+        for test in evaluations.target_domains
+        if test != train
+    ]
+    notes = method_notes(evaluations, methods)
+    if not rows:
+        notes.append("No out-of-distribution pair: the dataset has a single domain.")
+    return Table(
+        name="ood_table",
+        title=f"Table 3: out-of-distribution accuracy (%) on {evaluations.dataset}",
+        caption="Trained on one domain, tested on another without retraining.",
+        index=("Train on", "Test on"),
+        columns=[Column(display_name(method)) for method in methods],
+        rows=rows,
+        best_along="row",
+        notes=notes,
+    )
+
+
+def mask_quality_table(evaluations: Evaluations) -> Table:
+    """Masks against the ground truth: ALIGN's masker, SAM, and each method's Grad-CAM; columns
+    IoU, Dice and pointing game per domain, on the test split of the training domain."""
+    domains = evaluations.train_domains
+    grid = list(evaluations.params.grid.methods)
+    masker_first = ["align", *[m for m in grid if m != "align"]]
+
+    def source_row(key: str, label: str, source: str, methods: list[str]) -> Row:
+        cells = {
+            f"{domain}/{label_}": evaluations.source_summary(
+                domain, ("mask_quality", source, name), methods
+            )
+            for domain in domains
+            for label_, name in MASK_METRICS
+        }
+        return Row(key, (label,), cells)
+
+    def gradcam_row(method: str) -> Row:
+        cells = {
+            f"{domain}/{label}": evaluations.summary(
+                method, domain, domain, ("mask_quality", "gradcam", name)
+            )
+            for domain in domains
+            for label, name in MASK_METRICS
+        }
+        return Row(f"gradcam_{method}", (f"Grad-CAM ({display_name(method)})",), cells)
+
+    rows = [
+        source_row("masker", "Masker (ALIGN)", "masker", masker_first),
+        source_row("sam", "SAM", "sam", grid),
+        *[gradcam_row(method) for method in grid],
+    ]
+    return Table(
+        name="mask_quality",
+        title=f"Mask quality against the ground-truth object masks on {evaluations.dataset}",
+        caption=(
+            "IoU (map thresholded at 0.5), soft Dice and pointing game, in %, on the test split of"
+            " the training domain; Grad-CAM of the predicted class."
+        ),
+        index=("Mask",),
+        columns=[Column(f"{d}/{label}") for d in domains for label, _ in MASK_METRICS],
+        rows=rows,
+    )
+
+
+TABLE_BUILDERS: tuple[Callable[[Evaluations], Table], ...] = (
+    id_table,
+    ablation_table,
+    ood_table,
+    mask_quality_table,
+)
+
+
+# --- best values -------------------------------------------------------------------------------
+
+
+def best_cells(table: Table) -> set[tuple[int, str]]:
+    """(row index, column key) of the best printed mean along the table's `best_along` axis."""
+    if table.best_along == "column":
+        groups = [
+            ([(i, column.key) for i in range(len(table.rows))], column.higher_is_better)
+            for column in table.columns
+        ]
+    else:
+        direction = all(column.higher_is_better for column in table.columns)
+        groups = [
+            ([(i, column.key) for column in table.columns], direction)
+            for i in range(len(table.rows))
+        ]
+    best: set[tuple[int, str]] = set()
+    for cells, higher in groups:
+        printed = {
+            cell: round(mean, DIGITS)
+            for cell in cells
+            if (mean := table.rows[cell[0]].cells[cell[1]].mean) is not None
+        }
+        if printed:
+            target = max(printed.values()) if higher else min(printed.values())
+            best.update(cell for cell, value in printed.items() if value == target)
+    return best
+
+
+# --- renderings --------------------------------------------------------------------------------
+
+
+def to_csv(table: Table, provenance: dict[str, Any]) -> str:
+    """The table as CSV: index columns, one column per table column with `mean ± std (n=k)` or
+    the reason, and the git commit and params hash on every row (so each row says where it came
+    from, and the file stays plain CSV)."""
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow([*table.index, *(c.key for c in table.columns), "git_commit", "params_hash"])
+    for row in table.rows:
+        writer.writerow([
+            *row.labels,
+            *(row.cells[c.key].text(DIGITS) for c in table.columns),
+            provenance["git_commit"],
+            provenance["params_hash"],
+        ])
+    return output.getvalue()
+
+
+def _markdown_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
+    """The table in Markdown: best values in bold, reasons as numbered notes below it, and a
+    footer naming the git commit and params hash."""
+    best = best_cells(table)
+    reasons: dict[str, int] = {}
+
+    def cell_text(i: int, key: str) -> str:
+        summary = table.rows[i].cells[key]
+        if summary.mean is None:
+            number = reasons.setdefault(summary.reason or "no value", len(reasons) + 1)
+            return f"n/a [{number}]"
+        value = f"{summary.mean:.{DIGITS}f}"
+        if summary.std is not None:
+            value += f" ± {summary.std:.{DIGITS}f}"
+        if (i, key) in best:
+            value = f"**{value}**"
+        count = f"n={summary.n}"
+        if summary.n < summary.expected:
+            number = reasons.setdefault(summary.reason, len(reasons) + 1)
+            count = f"n={summary.n} of {summary.expected} [{number}]"
+        return f"{value} ({count})"
+
+    header = [*table.index, *(c.key for c in table.columns)]
+    lines = [
+        f"# {table.title}",
+        "",
+        f"{table.caption} Mean ± sample standard deviation over seeds (n = seeds); **bold**: the"
+        f" best mean in each {table.best_along}.",
+        "",
+        "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for i, row in enumerate(table.rows):
+        cells = [*row.labels, *(cell_text(i, c.key) for c in table.columns)]
+        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
+    lines.append("")
+    if reasons:
+        lines += [f"[{number}] {_markdown_escape(reason)}  " for reason, number in reasons.items()]
+        lines.append("")
+    if table.notes:
+        lines += [f"Note: {note}" for note in table.notes]
+        lines.append("")
+    lines.append(
+        f"Made by `align report` from git commit `{provenance['git_commit']}` and params.yaml"
+        f" hash `{provenance['params_hash']}`."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def table_metrics(table: Table) -> dict[str, dict[str, float]]:
+    """{row key: {column key: mean}} of the cells that have a value (for `dvc metrics`); rows
+    without any value are left out."""
+    metrics = {
+        row.key: {
+            column.key: round(mean, 4)
+            for column in table.columns
+            if (mean := row.cells[column.key].mean) is not None
+        }
+        for row in table.rows
+    }
+    return {key: values for key, values in metrics.items() if values}
