@@ -57,6 +57,9 @@ class DataConfig(StrictModel):
     shard_max_samples: PositiveInt = 1000
     jpeg_quality: int = Field(95, ge=1, le=100)
     loader_workers: int = Field(0, ge=0)
+    hue_jitter: float | None = Field(None, ge=0, le=0.5)
+    """Train-time ColorJitter hue strength; null: the dataset's own (DomainBed's 0.3, 0 for
+    synthetic, whose background hue is the spurious cue that the benchmark is about)."""
     """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
 
 
@@ -176,6 +179,12 @@ class Params(StrictModel):
         """The domains the dataset's configuration declares ([] when found only on disk)."""
         name = name or self.dataset
         return DATASETS.get(name)(self.dataset_config(name)).declared_domains()
+
+    def hue_jitter(self, name: str | None = None) -> float:
+        """The train-time hue jitter for dataset `name` (see `data.hue_jitter`)."""
+        if self.data.hue_jitter is not None:
+            return self.data.hue_jitter
+        return DATASETS.get(name or self.dataset).hue_jitter
 
     def dataset_config(self, name: str | None = None) -> StrictModel:
         return getattr(self.datasets, name or self.dataset)

@@ -69,6 +69,7 @@ def run_identity(params: Params, spec: RunSpec) -> dict[str, Any]:
         "data": {key: select(params, f"data.{key}") for key in (
             "store_size", "image_size", "split", "split_seed", "jpeg_quality",
         )},
+        "hue_jitter": params.hue_jitter(spec.dataset),
         "code": code_fingerprint(),
     }
     if METHODS.get(method_name).mask_source == "sam":

@@ -75,3 +75,21 @@ def test_grid_domains_default_to_the_datasets_and_are_checked_against_them():
     assert parse_params(vlcs).grid.domains == ["Caltech101", "LabelMe", "SUN09", "VOC2007"]
     with pytest.raises(UserError, match=r"grid.domains \['noise'\] are not domains of vlcs"):
         parse_params({**vlcs, "grid": {"domains": ["noise"]}})
+
+
+def test_hue_jitter_defaults_to_the_datasets_own_and_can_be_set():
+    import dataclasses
+
+    import torch
+
+    from align.data.transforms import sample_augmentation
+
+    assert parse_params({}).hue_jitter("synthetic") == 0.0  # its hue is the spurious cue
+    assert parse_params({}).hue_jitter("vlcs") == 0.3  # DomainBed's
+    assert parse_params({"data": {"hue_jitter": 0.1}}).hue_jitter("synthetic") == 0.1
+    with pytest.raises(UserError, match="data.hue_jitter"):
+        parse_params({"data": {"hue_jitter": 0.7}})
+    jittered = sample_augmentation(40, 40, torch.Generator().manual_seed(1))
+    plain = sample_augmentation(40, 40, torch.Generator().manual_seed(1), hue_jitter=0.0)
+    assert plain.hue == 0 and jittered.hue != 0
+    assert dataclasses.replace(jittered, hue=0.0) == plain  # every other draw is unchanged

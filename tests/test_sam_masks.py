@@ -226,7 +226,7 @@ def test_loader_augments_the_sam_masks_with_their_images(masked: Params) -> None
             image = Image.open(io.BytesIO(stored[key]["png"])).convert("RGB")
             mask = Image.open(io.BytesIO(sam[key]))
             generator = torch.Generator().manual_seed(augmentation_seed(3, 0, key))
-            drawn = sample_augmentation(STORE, STORE, generator)
+            drawn = sample_augmentation(STORE, STORE, generator, masked.hue_jitter("synthetic"))
             expected_image, expected_mask = augment(image, mask, 24, drawn)
             assert torch.equal(batch["image"][position], to_normalized([expected_image])[0])
             expected = torch.from_numpy(np.array(expected_mask)).float().div(255)

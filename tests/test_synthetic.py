@@ -189,3 +189,29 @@ def test_bad_domains_are_refused() -> None:
         SyntheticConfig(domains=["noise", "noise"])
     with pytest.raises(UserError, match="datasets.synthetic.domains"):
         parse_params({"datasets": {"synthetic": {"domains": []}}})
+
+
+def test_shapes_choose_the_classes(tmp_path: Path) -> None:
+    config = SyntheticConfig(
+        domains=["noise"], images_per_domain=4, image_size=32, num_classes=2,
+        shapes=["bars", "ring"],
+    )
+    assert class_names(config.num_classes, config.shapes) == ["bars", "ring"]
+    Synthetic(config).acquire(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "noise").iterdir()) == ["bars", "ring"]
+    # The shape changes the object only: background and colours are drawn as without `shapes`.
+    default = config.model_copy(update={"shapes": None})
+    for index in range(4):
+        chosen, plain = draw_sample(config, "noise", index), draw_sample(default, "noise", index)
+        assert chosen.background_class == plain.background_class
+        background = ~(chosen.mask | plain.mask)
+        assert np.array_equal(chosen.image[background], plain.image[background])
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(UserError, match="synthetic.shapes: lists 2 shapes but num_classes is 5"):
+        parse_params({"datasets": {"synthetic": {"shapes": ["circle", "bars"]}}})
+    with pytest.raises(ValidationError, match="unknown shapes"):
+        SyntheticConfig(num_classes=2, shapes=["circle", "hexagon"])
+    with pytest.raises(ValidationError, match="once"):
+        SyntheticConfig(num_classes=2, shapes=["circle", "circle"])

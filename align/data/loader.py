@@ -42,6 +42,7 @@ from align.data.registry import DATASETS
 from align.data.shards import INDEX_NAME, shards_dir
 from align.data.split import SPLITS
 from align.data.transforms import (
+    JITTER,
     augment,
     augmentation_seed,
     resize_for_eval,
@@ -96,6 +97,7 @@ class ShardStream(IterableDataset):
         image_size: int,
         seed: int,
         epoch: int,
+        hue_jitter: float = JITTER,
     ) -> None:
         super().__init__()
         self.shards = shards
@@ -106,6 +108,7 @@ class ShardStream(IterableDataset):
         self.batch_size = batch_size
         self.image_size = image_size
         self.seed = seed
+        self.hue_jitter = hue_jitter
         self.first_epoch = epoch
         self.iterations = 0
         """This copy's passes so far; each (persistent) worker's copy counts the same."""
@@ -165,7 +168,9 @@ class ShardStream(IterableDataset):
             generator = torch.Generator().manual_seed(
                 augmentation_seed(self.seed, epoch, sample["__key__"])
             )
-            augmentation = sample_augmentation(image.height, image.width, generator)
+            augmentation = sample_augmentation(
+                image.height, image.width, generator, self.hue_jitter
+            )
             image, mask = augment(image, mask, self.image_size, augmentation)
         else:
             image, mask = resize_for_eval(image, mask, self.image_size)
@@ -272,6 +277,7 @@ def make_loader(
         image_size=params.data.image_size,
         seed=seed,
         epoch=epoch,
+        hue_jitter=params.hue_jitter(dataset),
     )
     workers = params.data.loader_workers
     return DataLoader(

@@ -22,6 +22,9 @@ class DatasetSource(ABC):
 
     Config: ClassVar[type[StrictModel]]
     has_masks: ClassVar[bool] = False
+    hue_jitter: ClassVar[float] = 0.3
+    """Train-time hue jitter when `data.hue_jitter` is null: DomainBed's 0.3, unless the
+    dataset's colours are what it studies."""
 
     def __init__(self, config: StrictModel) -> None:
         self.config = config

@@ -26,7 +26,7 @@ CROP_SCALE = (0.7, 1.0)
 """RandomResizedCrop's range of crop area, as a fraction of the image (DomainBed's setting)."""
 CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.3
-"""ColorJitter's brightness, contrast, saturation and hue strength."""
+"""ColorJitter's brightness, contrast, saturation and (by default) hue strength (DomainBed's)."""
 GRAYSCALE_P = 0.1
 
 
@@ -69,9 +69,13 @@ class Augmentation:
     grayscale: bool
 
 
-def sample_augmentation(height: int, width: int, generator: torch.Generator) -> Augmentation:
+def sample_augmentation(
+    height: int, width: int, generator: torch.Generator, hue_jitter: float = JITTER
+) -> Augmentation:
     """Draw an augmentation of an image of `height` x `width` pixels, as torchvision's
-    RandomResizedCrop, RandomHorizontalFlip, ColorJitter and RandomGrayscale would."""
+    RandomResizedCrop, RandomHorizontalFlip, ColorJitter and RandomGrayscale would; the hue
+    shifts by at most `hue_jitter` of the colour circle (the draw happens even when it is 0, so
+    the other draws stay the same)."""
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * torch.rand(1, generator=generator).item()
@@ -99,7 +103,7 @@ def sample_augmentation(height: int, width: int, generator: torch.Generator) -> 
         brightness=uniform(low, high),
         contrast=uniform(low, high),
         saturation=uniform(low, high),
-        hue=uniform(-JITTER, JITTER),
+        hue=uniform(-hue_jitter, hue_jitter),
         grayscale=uniform(0, 1) < GRAYSCALE_P,
     )
 
