@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from align.atomic import write_text_atomically
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
@@ -37,7 +38,7 @@ from align.metrics import (
 from align.models.trained import TrainedRun, load_trained
 from align.provenance import provenance
 from align.runs import RUNS_ROOT, RunSpec
-from align.train import atomic_write_text, pick_device, read_split
+from align.train import pick_device, read_split
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def evaluate_run(
         result = evaluate_on_domain(params, spec, run, target, show_progress)
         path = eval_path(run_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        write_text_atomically(path, json.dumps(result, indent=2) + "\n")
         written.append(path)
     # Domains no longer in the split leave no stale files that a report could pick up.
     for stale in set((run_dir / EVAL_DIRNAME).glob("*.json")) - set(written):

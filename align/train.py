@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from align.atomic import atomic_path, write_text_atomically
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
@@ -299,8 +299,8 @@ class Trainer:
             "seed": self.spec.seed,
             "device": self.device.type,
         }
-        atomic_write_text(self.store / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        atomic_write_text(
+        write_text_atomically(self.store / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text_atomically(
             self.store / "identity.json", json.dumps(self.identity, indent=2, sort_keys=True) + "\n"
         )
         (self.store / CHECKPOINT).unlink(missing_ok=True)
@@ -356,15 +356,8 @@ def autocast(device: torch.device):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(obj, partial)
 
 
 def truncate_dvclive(directory: Path, step: int) -> None:

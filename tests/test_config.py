@@ -1,10 +1,13 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from align.cli import main
 from align.config import load_params, params_hash, parse_params
+from align.data.transforms import sample_augmentation
 from align.errors import UserError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -78,12 +81,6 @@ def test_grid_domains_default_to_the_datasets_and_are_checked_against_them():
 
 
 def test_hue_jitter_defaults_to_the_datasets_own_and_can_be_set():
-    import dataclasses
-
-    import torch
-
-    from align.data.transforms import sample_augmentation
-
     assert parse_params({}).hue_jitter("synthetic") == 0.0  # its hue is the spurious cue
     assert parse_params({}).hue_jitter("vlcs") == 0.3  # DomainBed's
     assert parse_params({"data": {"hue_jitter": 0.1}}).hue_jitter("synthetic") == 0.1

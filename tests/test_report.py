@@ -18,7 +18,6 @@ from align.config import Params
 from align.provenance import provenance
 from align.report import write_report
 from align.report.collect import Summary, collect_evaluations
-from align.report.examples import pick_device
 from align.report.figures import mask_gallery_figure
 from align.report.tables import (
     ablation_table,
@@ -30,7 +29,7 @@ from align.report.tables import (
     to_markdown,
 )
 from align.runs import RunSpec
-from align.train import train_run
+from align.train import pick_device, train_run
 
 DOMAINS = ["gradient", "noise"]
 SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
@@ -244,7 +243,7 @@ def test_report_writes_every_table_and_records_provenance(report):
     # ERM's "ALIGN masker" bars: measured with the align run's masker of the same domain and seed.
     erm_masker = [r for r in fig2 if r["method"] == "erm" and r["mask_source"] == "masker"]
     assert len(erm_masker) == 2 and all(0 <= float(r["accuracy_mean"]) <= 100 for r in erm_masker)
-    assert not list(results.rglob("*.partial"))
+    assert not list(results.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ import gdown
 import requests
 from tqdm import tqdm
 
+from align.atomic import write_text_atomically
 from align.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,7 @@ def read_checksums(lock_file: Path = LOCK_FILE) -> dict[str, str]:
 def record_checksum(key: str, digest: str, lock_file: Path = LOCK_FILE) -> None:
     """Add `key -> digest` to the lock file, keeping the other entries; written atomically."""
     checksums = {**read_checksums(lock_file), key: digest}
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    staging = lock_file.with_name(lock_file.name + ".tmp")
-    staging.write_text(json.dumps(checksums, indent=2, sort_keys=True) + "\n")
-    os.replace(staging, lock_file)
+    write_text_atomically(lock_file, json.dumps(checksums, indent=2, sort_keys=True) + "\n")
     log.info("recorded the sha256 of %s in %s; commit it to pin the download", key, lock_file)
 
 

@@ -30,10 +30,11 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
+from align.atomic import atomic_path, write_json_atomically
 from align.config import Params
 from align.data.acquire import raw_dir
 from align.data.registry import DATASETS
-from align.data.split import SPLITS, split_path, write_json_atomically
+from align.data.split import SPLITS, split_path
 from align.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,14 @@ def _encode_sample(raw: Path, entry: dict[str, Any], domain: str, params: Params
 
 def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> None:
     """Write `samples` to the tar `path` via a hidden temporary file renamed when complete."""
-    partial = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(partial, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-            # mtime=0: the same samples give byte-identical shards, so DVC sees no change.
-            for sample in samples:
-                writer.write(sample)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with (
+        atomic_path(path) as partial,
+        open(partial, "wb") as stream,
+        wds.TarWriter(stream, mtime=0) as writer,
+    ):
+        # mtime=0: the same samples give byte-identical shards, so DVC sees no change.
+        for sample in samples:
+            writer.write(sample)
 
 
 def shard_index(

@@ -7,7 +7,6 @@ crashing a training run hours later.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from PIL import Image
 from tqdm import tqdm
 
+from align.atomic import write_json_atomically
 from align.config import Params
 from align.data.acquire import raw_dir
 from align.data.registry import DATASETS, mask_path_for
@@ -255,14 +255,6 @@ def split_totals(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[
     for entry in totals.values():
         entry["all"] = sum(entry[split] for split in SPLITS)
     return totals
-
-
-def write_json_atomically(path: Path, document: Any) -> None:
-    """Write `document` as JSON so that `path` is either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(document, indent=1) + "\n")
-    os.replace(partial, path)
 
 
 def write_split(params: Params, dataset: str) -> tuple[Path, Path]:

@@ -46,10 +46,11 @@ from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
+from align.atomic import write_json_atomically
 from align.config import Params, SamConfig
 from align.data.loader import read_index
 from align.data.shards import INDEX_NAME, shards_dir, write_shard
-from align.data.split import SPLITS, split_path, write_json_atomically
+from align.data.split import SPLITS, split_path
 from align.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from align.atomic import write_text_atomically
 from align.config import Params
 from align.provenance import provenance
 from align.report.collect import collect_evaluations
-from align.report.examples import pick_device
 from align.report.figures import (
     blur_bars,
     blur_bars_csv,
@@ -37,6 +36,7 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
+from align.train import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,6 @@ FIGURES = {
     "fig4": "figures/fig4_case_study.png",
     "fig5": "figures/fig5_mask_gallery.png",
 }
-
-
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write `text` to `path` so that `path` is either absent/old or the complete new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def write_report(

@@ -24,9 +24,11 @@ from typing import Any
 from align.config import Params
 from align.data.registry import DATASETS
 from align.errors import UserError
-from align.evaluate import eval_path
+from align.evaluate import eval_path, masker_blur_accuracy
 from align.methods.base import METHODS
+from align.models.trained import BEST_MODEL, load_trained
 from align.runs import RunSpec, canonical_method
+from align.train import pick_device
 
 MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
 """The baselines and ALIGN, in the order of the paper's Tables 1 and 3."""
@@ -45,7 +47,6 @@ DISPLAY_NAMES = {
     "m_gray": "m-Gray",
     "m_gt": "m-GT",
 }
-MODEL_FILE = "model.pt"
 
 Record = dict[str, Any]
 MetricPath = tuple[str, ...]
@@ -257,8 +258,8 @@ def target_domains(params: Params) -> list[str]:
 def read_record(path: Path, run_dir: Path) -> Record | str:
     """An eval record, or why there is none (run not trained, not evaluated, unreadable)."""
     if not path.is_file():
-        if not (run_dir / MODEL_FILE).is_file():
-            return f"not trained: {run_dir / MODEL_FILE} missing"
+        if not (run_dir / BEST_MODEL).is_file():
+            return f"not trained: {run_dir / BEST_MODEL} missing"
         return f"not evaluated: {path} missing"
     try:
         record = json.loads(path.read_text())
@@ -303,10 +304,6 @@ def add_masker_blur(evaluations: Evaluations) -> None:
     Computed here rather than in each run's evaluation, so that retraining ALIGN reruns only
     ALIGN's jobs and the report, never the other methods' evaluations.
     """
-    from align.evaluate import masker_blur_accuracy  # loads torch models: only when needed
-    from align.models.trained import load_trained
-    from align.train import pick_device
-
     device = pick_device()
     maskers: dict[tuple[str, int], Any] = {}
     for address, record in evaluations.records.items():
@@ -318,7 +315,7 @@ def add_masker_blur(evaluations: Evaluations) -> None:
         if key not in maskers:
             align_dir = evaluations.run_dir("align", *key)
             maskers[key] = f"no trained ALIGN run at {align_dir} (add align to grid.methods)"
-            if (align_dir / MODEL_FILE).is_file():
+            if (align_dir / BEST_MODEL).is_file():
                 try:
                     maskers[key] = load_trained(align_dir, device)
                 except UserError as error:
@@ -329,8 +326,8 @@ def add_masker_blur(evaluations: Evaluations) -> None:
             record.setdefault("unavailable", {})["masker"] = reason
             continue
         run_dir = evaluations.run_dir(address.method, *key)
-        if not (run_dir / MODEL_FILE).is_file():
-            record.setdefault("unavailable", {})["masker"] = f"{run_dir / MODEL_FILE} missing"
+        if not (run_dir / BEST_MODEL).is_file():
+            record.setdefault("unavailable", {})["masker"] = f"{run_dir / BEST_MODEL} missing"
             continue
         try:
             run = load_trained(run_dir, device)

@@ -19,12 +19,7 @@ from align.data.split import split_path
 from align.data.transforms import denormalize
 from align.errors import UserError
 from align.explain import gradcam
-from align.models.trained import load_trained
-from align.report.collect import MODEL_FILE
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from align.models.trained import BEST_MODEL, load_trained
 
 
 @dataclass
@@ -99,7 +94,7 @@ class Explanation:
 
 
 def _missing_model(run_dir: Path) -> str | None:
-    path = run_dir / MODEL_FILE
+    path = run_dir / BEST_MODEL
     return None if path.is_file() else f"not trained: {path} missing"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
+from align.atomic import atomic_path
 from align.report.collect import Evaluations, Summary, display_name
 from align.report.examples import (
     explain_true_class,
@@ -68,18 +68,13 @@ def new_figure(width: float, height: float, footer: float, text: str) -> Figure:
 def save_figure(figure: Figure, path: Path, provenance: dict[str, Any]) -> Path:
     """Write `figure` as PNG to `path` atomically (a complete file or none), provenance in its
     metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
     metadata = {
         "Software": "align report",
         "git_commit": str(provenance["git_commit"]),
         "params_hash": str(provenance["params_hash"]),
     }
-    try:
+    with atomic_path(path) as partial:
         figure.savefig(partial, format="png", dpi=DPI, metadata=metadata)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 
