@@ -27,7 +27,7 @@ import align.data.sources  # noqa: F401  (registers every dataset)
 import align.methods  # noqa: F401  (registers every method)
 from align.data.registry import DATASETS
 from align.errors import UserError
-from align.methods.base import METHODS
+from align.methods.base import METHODS, resolve_config
 from align.schema import StrictModel
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -173,6 +173,22 @@ class Params(StrictModel):
             raise ValueError(
                 f"grid.domains {unknown} are not domains of {self.dataset} (it has {known})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grid_methods_can_select(self) -> Params:
+        for name in self.grid.methods:
+            method = METHODS.get(name)
+            raw = getattr(self.methods, name).model_dump(mode="json")
+            canonical, config = method.canonical(name, resolve_config(name, raw, self.dataset))
+            target = METHODS.get(canonical)
+            first = target.first_selectable_step(target.Config.model_validate(config))
+            if self.train.steps < first:
+                raise ValueError(
+                    f"grid method {name} warms up for {first - 1} steps, so a {self.train.steps}"
+                    "-step run has no checkpoint to select; raise train.steps above its "
+                    "warmup_steps"
+                )
         return self
 
     def dataset_domains(self, name: str | None = None) -> list[str]:

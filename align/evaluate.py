@@ -24,6 +24,8 @@ from align.atomic import write_text_atomically
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
+from align.data.split import read_split
+from align.device import pick_device
 from align.errors import UserError
 from align.explain import gradcam
 from align.masks.sam import sam_mask_root, sam_masks_available
@@ -38,7 +40,6 @@ from align.metrics import (
 from align.models.trained import TrainedRun, load_trained
 from align.provenance import provenance
 from align.runs import RUNS_ROOT, RunSpec
-from align.train import pick_device, read_split
 
 log = logging.getLogger(__name__)
 

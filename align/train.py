@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from align.atomic import atomic_path, write_text_atomically
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
-from align.data.split import split_path
+from align.data.split import read_classes, read_split
+from align.device import autocast, pick_device
 from align.errors import UserError
 from align.methods.base import METHODS, Method, Models, resolve_config
 from align.models.classifier import create_classifier
@@ -58,10 +59,6 @@ class Progress:
 
 class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def train_run(
@@ -115,7 +112,11 @@ class Trainer:
         torch.manual_seed(spec.seed)
         method_cls = METHODS.get(identity["method"])
         config = resolve_config(identity["method"], identity["method_config"], spec.dataset)
-        self.method: Method = method_cls(config, self.generator)
+        self.method: Method = method_cls(config, self.generator, total_steps=params.train.steps)
+        self.first_selectable = method_cls.first_selectable_step(config)
+        if params.train.steps < self.first_selectable:
+            raise UserError(no_selectable_checkpoint(identity["method"], self.first_selectable,
+                                                     params.train.steps))
         self.models = self._build_models(method_cls)
         self.optimizers = {
             name: torch.optim.Adam(
@@ -233,7 +234,9 @@ class Trainer:
             if step % self.params.train.eval_every == 0 or step == steps:
                 accuracy = self.validation_accuracy()
                 live.log_metric("val/accuracy", accuracy)
-                if accuracy > self.progress.best_val_accuracy:
+                # Only checkpoints of the method's own objective compete (not ALIGN's warm-up).
+                selectable = step >= self.first_selectable
+                if selectable and accuracy > self.progress.best_val_accuracy:
                     self.progress.best_val_accuracy, self.progress.best_step = accuracy, step
                     self._save_best(accuracy)
             live.next_step()
@@ -291,6 +294,7 @@ class Trainer:
         metrics = {
             "val_accuracy": self.progress.best_val_accuracy,
             "selected_step": self.progress.best_step,
+            "first_selectable_step": self.first_selectable,
             "steps": self.params.train.steps,
             "method": self.identity["method"],
             "requested_method": self.spec.method,
@@ -309,6 +313,14 @@ class Trainer:
                  self.progress.best_val_accuracy, self.progress.best_step)
 
 
+def no_selectable_checkpoint(method: str, first_selectable: int, steps: int) -> str:
+    return (
+        f"method {method}: no checkpoint can be selected: its objective is active only after "
+        f"{first_selectable - 1} warm-up steps and train.steps is {steps}; raise train.steps "
+        "above the method's warmup_steps"
+    )
+
+
 def mask_shards_root(params: Params, spec: RunSpec, source: str | None) -> Path | None:
     """Where the batch masks of a method's `mask_source` come from: the image shards themselves
     (None) for `gt` or no masks, the `sam_masks` stage's shard tree for `sam`. Missing masks are a
@@ -325,18 +337,6 @@ def mask_shards_root(params: Params, spec: RunSpec, source: str | None) -> Path 
     return require_sam_masks(params, spec.dataset)
 
 
-def read_split(params: Params, dataset: str) -> dict[str, Any]:
-    path = split_path(params, dataset)
-    if not path.is_file():
-        raise UserError(f"{path} is missing: run `align split --dataset {dataset}` (or dvc repro)")
-    return json.loads(path.read_text())
-
-
-def read_classes(params: Params, dataset: str) -> list[str]:
-    """The class names of `dataset`, in label order, from its split file."""
-    return read_split(params, dataset)["classes"]
-
-
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     moved = {}
     for name, value in batch.items():
@@ -346,13 +346,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
                 value = value.contiguous(memory_format=torch.channels_last)
         moved[name] = value
     return moved
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

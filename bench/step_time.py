@@ -16,10 +16,11 @@ import time
 import torch
 
 from align.config import parse_params
+from align.device import autocast, pick_device
 from align.methods.base import METHODS, Models, resolve_config
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
-from align.train import autocast, pick_device, training_phase
+from align.train import training_phase
 
 
 def seconds_per_step(name: str, size: int, batch_size: int, steps: int, warmup: int) -> float:
@@ -29,7 +30,7 @@ def seconds_per_step(name: str, size: int, batch_size: int, steps: int, warmup: 
     method_cls = METHODS.get(name)
     raw = getattr(params.methods, name).model_dump()
     config = resolve_config(name, {**raw, **_no_warmup(raw)}, "synthetic")
-    method = method_cls(config, torch.Generator().manual_seed(0))
+    method = method_cls(config, torch.Generator().manual_seed(0), total_steps=steps)
     models = Models(
         create_classifier(5).to(device),
         Masker(params.model.masker_width).to(device) if method.uses_masker else None,

@@ -44,7 +44,7 @@ TINY_SYNTHETIC = {
     },
     "grid": {"domains": ["gradient", "noise"]},
     "train": {"steps": 12, "batch_size": 8, "eval_every": 4, "checkpoint_every": 4},
-    "methods": {"align": {"warmup_steps": 6}},
+    "methods": {name: {"warmup_steps": 6} for name in ("align", "m_gray", "m_sam", "m_gt")},
 }
 """Two domains of 120 images at 32 px (72/24/24 per split) and a 12-step schedule: seconds."""
 

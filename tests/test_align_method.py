@@ -71,7 +71,7 @@ def tiny_setup():
 def test_classifier_losses_by_hand(tiny_setup):
     models, batch = tiny_setup
     config = AlignConfig(lambda3=0.3, lambda4=0.0, warmup_steps=0)
-    method = Align(config, torch.Generator().manual_seed(0))
+    method = Align(config, torch.Generator().manual_seed(0), total_steps=1000)
     with training_phase(models, "classifier"):
         terms = method.losses("classifier", batch, models, step=5)
         models.classifier.train()
@@ -113,7 +113,7 @@ def _grads(module):
 @pytest.mark.parametrize("phase", ["masker", "classifier"])
 def test_each_phase_reaches_only_its_module(tiny_setup, phase):
     models, batch = tiny_setup
-    method = Align(AlignConfig(warmup_steps=0), torch.Generator().manual_seed(0))
+    method = Align(AlignConfig(warmup_steps=0), torch.Generator().manual_seed(0), total_steps=1000)
     with training_phase(models, phase):
         sum(method.losses(phase, batch, models, step=1).values()).backward()
     trained, frozen = (models.masker, models.classifier) if phase == "masker" else (
@@ -126,7 +126,7 @@ def test_each_phase_reaches_only_its_module(tiny_setup, phase):
 def test_frozen_classifier_keeps_its_batchnorm_statistics(tiny_setup):
     models, batch = tiny_setup
     before = models.classifier.backbone.bn1.running_mean.clone()
-    method = Align(AlignConfig(warmup_steps=0), torch.Generator().manual_seed(0))
+    method = Align(AlignConfig(warmup_steps=0), torch.Generator().manual_seed(0), total_steps=1000)
     with training_phase(models, "masker"):
         method.losses("masker", batch, models, step=1)
     assert torch.equal(before, models.classifier.backbone.bn1.running_mean)
@@ -134,7 +134,7 @@ def test_frozen_classifier_keeps_its_batchnorm_statistics(tiny_setup):
 
 def test_warmup_skips_the_masker_and_the_guidance(tiny_setup):
     models, batch = tiny_setup
-    method = Align(AlignConfig(warmup_steps=10), torch.Generator().manual_seed(0))
+    method = Align(AlignConfig(warmup_steps=10), torch.Generator().manual_seed(0), total_steps=1000)
     assert method.phases(9) == ("classifier",)
     assert method.phases(10) == ("masker", "classifier")
 

@@ -21,7 +21,8 @@ from align.train import train_run
 def trained(tiny_synthetic, tmp_path_factory):
     """Two short runs (ERM and ALIGN) on `gradient`, evaluated on both domains."""
     runs_root = tmp_path_factory.mktemp("runs")
-    params = with_sections(tiny_synthetic, train={"steps": 2, "eval_every": 2})
+    params = with_sections(tiny_synthetic, train={"steps": 2, "eval_every": 2},
+                           methods={"align": {"warmup_steps": 1}})
     specs = {m: RunSpec("synthetic", "gradient", m, 0) for m in ("erm", "align")}
     for spec in specs.values():
         train_run(params, spec, runs_root, show_progress=False)

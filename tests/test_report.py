@@ -15,6 +15,7 @@ from conftest import make_params, with_sections
 from PIL import Image
 
 from align.config import Params
+from align.device import pick_device
 from align.provenance import provenance
 from align.report import write_report
 from align.report.collect import Summary, collect_evaluations
@@ -29,7 +30,7 @@ from align.report.tables import (
     to_markdown,
 )
 from align.runs import RunSpec
-from align.train import pick_device, train_run
+from align.train import train_run
 
 DOMAINS = ["gradient", "noise"]
 SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
@@ -210,6 +211,7 @@ def report(tiny_synthetic: Params, tmp_path_factory: pytest.TempPathFactory):
         tiny_synthetic,
         grid={"methods": ["erm", "align"], "seeds": [0]},
         train={"steps": 2, "eval_every": 2, "checkpoint_every": 2},
+        methods={"align": {"warmup_steps": 1}},
     )
     root = tmp_path_factory.mktemp("report")
     runs, results = root / "runs", root / "results"

@@ -148,3 +148,32 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synthetic, t
     ce = (resumed / "dvclive" / "plots" / "metrics" / "train" / "ce.tsv").read_text().splitlines()
     assert ce[0].split("\t")[0] == "step"
     assert [int(row.split("\t")[0]) for row in ce[1:]] == list(range(40))
+
+
+def test_align_never_selects_a_warmup_checkpoint_even_when_its_validation_is_best(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    # Validation is best at step 4, inside the warm-up (6 steps): that checkpoint is DRE's
+    # model, so ALIGN must select a later one (8 or 12), and ERM may select step 4.
+    scores = {4: 0.9, 8: 0.5, 12: 0.4}
+    monkeypatch.setattr(Trainer, "validation_accuracy", lambda self: scores[self.progress.step])
+    align_run = train_run(tiny_synthetic, RunSpec("synthetic", "gradient", "align", 0), tmp_path,
+                          show_progress=False)
+    erm_run = train_run(tiny_synthetic, RunSpec("synthetic", "gradient", "erm", 0), tmp_path,
+                        show_progress=False)
+    align_metrics = json.loads((align_run / "metrics.json").read_text())
+    assert align_metrics["selected_step"] == 8 and align_metrics["val_accuracy"] == 0.5
+    assert align_metrics["first_selectable_step"] == 7
+    assert torch.load(align_run / "model.pt", weights_only=False)["step"] == 8
+    assert json.loads((erm_run / "metrics.json").read_text())["selected_step"] == 4
+
+
+def test_a_run_with_no_step_after_its_warmup_fails_clearly(tiny_synthetic, tmp_path):
+    params = with_sections(
+        tiny_synthetic, grid={"methods": ["erm"]}, methods={"align": {"warmup_steps": 12}}
+    )
+    with pytest.raises(UserError, match="no checkpoint can be selected.*12 warm-up steps"):
+        train_run(params, RunSpec("synthetic", "gradient", "align", 0), tmp_path)
+    # A grid that asks for such a run is refused when the parameters are loaded.
+    with pytest.raises(UserError, match="grid method align warms up for 12 steps"):
+        with_sections(params, grid={"methods": ["erm", "align"]})

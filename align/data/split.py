@@ -7,6 +7,7 @@ crashing a training run hours later.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -34,6 +35,19 @@ T = TypeVar("T")
 
 def split_path(params: Params, dataset: str) -> Path:
     return params.data.root / "splits" / f"{dataset}.json"
+
+
+def read_split(params: Params, dataset: str) -> dict[str, Any]:
+    """The split document of `dataset`; a UserError naming the stage to run when it is missing."""
+    path = split_path(params, dataset)
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `align split --dataset {dataset}` (or dvc repro)")
+    return json.loads(path.read_text())
+
+
+def read_classes(params: Params, dataset: str) -> list[str]:
+    """The class names of `dataset`, in label order, from its split file."""
+    return read_split(params, dataset)["classes"]
 
 
 def report_path(params: Params, dataset: str) -> Path:

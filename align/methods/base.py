@@ -47,9 +47,13 @@ class Method(ABC):
     mask_source: ClassVar[str | None] = None
     """`gt` or `sam` when the batch must carry a mask of that kind."""
 
-    def __init__(self, config: MethodConfig, generator: torch.Generator) -> None:
+    def __init__(
+        self, config: MethodConfig, generator: torch.Generator, *, total_steps: int
+    ) -> None:
         self.config = config
         self.generator = generator
+        self.total_steps = total_steps
+        """The run's length (`train.steps`), for schedules tied to it."""
 
     @classmethod
     def canonical(cls, name: str, config: MethodConfig) -> tuple[str, dict[str, Any]]:
@@ -58,6 +62,15 @@ class Method(ABC):
         A method that reduces to another one for some settings says so here, and both train once.
         """
         return name, config.model_dump(mode="json", exclude={"per_dataset"})
+
+    @classmethod
+    def first_selectable_step(cls, config: MethodConfig) -> int:
+        """The fewest completed steps after which a checkpoint may be selected as the run's model.
+
+        Before it the method does not yet train its own objective (ALIGN's warm-up trains DRE's),
+        so a checkpoint from then would be another method's model under this method's name.
+        """
+        return 1
 
     def phases(self, step: int) -> tuple[str, ...]:
         """The phases of training step `step`, in order; each steps its own optimiser."""

@@ -48,6 +48,12 @@ class GuidedMethod(Method):
             return same_as_dre(config.lambda4, config.mixup_alpha)
         return super().canonical(name, config)
 
+    @classmethod
+    def first_selectable_step(cls, config: GuidanceConfig) -> int:
+        # Step `warmup_steps` (0-based) is the first with the guidance term, so a checkpoint taken
+        # after `warmup_steps` completed steps is still the warm-up's (DRE's) model.
+        return config.warmup_steps + 1
+
     def classifier_losses(
         self, batch: Batch, models: Models, target: Tensor | None
     ) -> dict[str, Tensor]:

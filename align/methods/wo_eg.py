@@ -33,8 +33,10 @@ def as_dre(config: WithoutGuidanceConfig) -> DreConfig:
 class WithoutGuidance(DRE):
     Config = WithoutGuidanceConfig
 
-    def __init__(self, config: WithoutGuidanceConfig, generator: torch.Generator) -> None:
-        super().__init__(as_dre(config), generator)
+    def __init__(
+        self, config: WithoutGuidanceConfig, generator: torch.Generator, *, total_steps: int
+    ) -> None:
+        super().__init__(as_dre(config), generator, total_steps=total_steps)
 
     @classmethod
     def canonical(cls, name: str, config: WithoutGuidanceConfig) -> tuple[str, dict[str, Any]]:

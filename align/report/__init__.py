@@ -25,6 +25,7 @@ from pathlib import Path
 
 from align.atomic import write_text_atomically
 from align.config import Params
+from align.device import pick_device
 from align.provenance import provenance
 from align.report.collect import collect_evaluations
 from align.report.figures import (
@@ -36,7 +37,6 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
-from align.train import pick_device
 
 log = logging.getLogger(__name__)
 

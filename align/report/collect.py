@@ -23,12 +23,12 @@ from typing import Any
 
 from align.config import Params
 from align.data.registry import DATASETS
+from align.device import pick_device
 from align.errors import UserError
 from align.evaluate import eval_path, masker_blur_accuracy
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL, load_trained
 from align.runs import RunSpec, canonical_method
-from align.train import pick_device
 
 MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
 """The baselines and ALIGN, in the order of the paper's Tables 1 and 3."""
