@@ -98,6 +98,26 @@ def report(params: Params, args: argparse.Namespace) -> None:
     write_report(params, args.runs_root, args.results)
 
 
+def identify_arguments(parser: argparse.ArgumentParser) -> None:
+    dataset_argument(parser)
+    parser.add_argument("--root", type=Path, default=Path("identities"),
+                        help="folder of the identity files (default: identities)")
+    parser.add_argument("--part", choices=["data", "runs"],
+                        help="only the data stages' jobs, or only the others (default: all)")
+
+
+@command(
+    "identify",
+    "write each grid job's identity file (only those that changed): what DVC reruns by",
+    identify_arguments,
+)
+def identify(params: Params, args: argparse.Namespace) -> None:
+    from align.identity import write_identities
+
+    changed = write_identities(params, args.root, args.dataset, args.part)
+    logging.getLogger("align.identify").info("%d identity file(s) changed", len(changed))
+
+
 @command("check-params", "validate params.yaml and print the resolved values", lambda parser: None)
 def check_params(params: Params, args: argparse.Namespace) -> None:
     print(params.model_dump_json(indent=2))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import astuple
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from align.atomic import write_text_atomically
+from align.atomic import write_json_atomically
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
+from align.data.shards import shards_dir
 from align.data.split import read_split
 from align.device import pick_device
 from align.errors import UserError
 from align.explain import gradcam
-from align.masks.sam import sam_mask_root, sam_masks_available
+from align.identity import Identities, content_digest
+from align.masks.layout import sam_mask_root, sam_masks_available, status_file
 from align.metrics import (
     ClassificationAccumulator,
     FaithfulnessAccumulator,
@@ -38,38 +42,78 @@ from align.metrics import (
     mask_quality,
 )
 from align.models.trained import TrainedRun, load_trained
-from align.provenance import provenance
-from align.runs import RUNS_ROOT, RunSpec
+from align.provenance import git_commit
+from align.runs import RUNS_ROOT, RunSpec, domain_shard_files, store_root
+from align.store import Store, materialize
 
 log = logging.getLogger(__name__)
 
 EVAL_DIRNAME = "eval"
-PARAMS_READ = ["evaluate", "data", "dataset", "model", "sam"]
-"""What the evaluate stage's numbers depend on, besides the run itself (recorded as its hash)."""
+RECORD_SPEC_FIELDS = ("dataset", "train_domain", "method", "seed")
 
 
 def eval_path(run_dir: Path, target_domain: str) -> Path:
     return run_dir / EVAL_DIRNAME / f"{target_domain}.json"
 
 
+def evaluation_identity(params: Params, spec: RunSpec, run: TrainedRun) -> dict[str, Any]:
+    """The content identity of `spec`'s evaluation (with `key`): its job identity with the
+    upstream jobs replaced by what it reads, the trained run's own key and a digest of every
+    domain's test shards (and of SAM's masks of them, when they exist)."""
+    domains = list(read_split(params, spec.dataset)["domains"])
+    shards = [
+        path for domain in domains
+        for path in domain_shard_files(shards_dir(params, spec.dataset), domain, ("test",))
+    ]
+    masks = [status_file(params, spec.dataset)] + [
+        path for domain in domains
+        for path in domain_shard_files(sam_mask_root(params, spec.dataset), domain, ("test",))
+    ]
+    content = {
+        "run": run.identity["key"],
+        "shards": content_digest(shards),
+        "sam_masks": content_digest(path for path in masks if path.is_file()),
+    }
+    return Identities(params).content_identity(spec.job("evaluate"), content)
+
+
 def evaluate_run(
     params: Params, spec: RunSpec, runs_root: Path = RUNS_ROOT, show_progress: bool = True
 ) -> list[Path]:
-    """Evaluate the trained run `spec` on every domain's test split; returns the JSON paths."""
+    """Evaluate the trained run `spec` on every domain's test split; returns the JSON paths.
+
+    Evaluations are stored by their identity (`align.store`): an identical one (the same run,
+    data and settings, e.g. `wo_eg`'s, which is DRE's run) is linked, not computed again, and the
+    folder `<run>/eval/` appears only complete.
+    """
     run_dir = spec.named_dir(runs_root)
     run = load_trained(run_dir, pick_device())
-    domains = list(read_split(params, spec.dataset)["domains"])
-    written = []
-    for target in domains:
-        result = evaluate_on_domain(params, spec, run, target, show_progress)
-        path = eval_path(run_dir, target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(result, indent=2) + "\n")
-        written.append(path)
-    # Domains no longer in the split leave no stale files that a report could pick up.
-    for stale in set((run_dir / EVAL_DIRNAME).glob("*.json")) - set(written):
-        stale.unlink()
-    return written
+    identity = evaluation_identity(params, spec, run)
+    key = identity["key"]
+    store = Store(store_root(runs_root, "evaluate"))
+    with store.locked(key):
+        entry = store.verified(key)
+        if entry is None:
+            staging = store.staging(key)
+            store.clear_staging(key)
+            for target in read_split(params, spec.dataset)["domains"]:
+                result = evaluate_on_domain(params, spec, run, target, show_progress)
+                result["identity_key"] = key
+                write_json_atomically(staging / f"{target}.json", result, indent=2)
+            write_json_atomically(staging / "identity.json", identity, indent=2)
+            entry = store.finish(key)
+    folder = materialize(entry, run_dir / EVAL_DIRNAME, rewrite=partial(name_record, spec))
+    return sorted(path for path in folder.glob("*.json") if path.name != "identity.json")
+
+
+def name_record(spec: RunSpec, name: str, content: bytes) -> bytes:
+    """A stored eval record with the spec of the run folder it is linked into (a stored
+    evaluation can serve two names of one experiment); other files unchanged."""
+    if name == "identity.json":
+        return content
+    record = json.loads(content)
+    record.update(dict(zip(RECORD_SPEC_FIELDS, astuple(spec), strict=True)))
+    return (json.dumps(record, indent=2) + "\n").encode()
 
 
 def evaluate_on_domain(
@@ -144,7 +188,7 @@ def evaluate_on_domain(
         "selected_step": run.step,
         "fill": config.fill,
         "fractions": list(config.fractions),
-        **provenance(params, PARAMS_READ),
+        "git_commit": git_commit(),
     }
     if not in_distribution:
         return result

@@ -1,32 +1,28 @@
-"""Where a training run lives, and its identity: the hash that decides whether it must be trained.
+"""Where a training run lives, and the identity its stored result is keyed by.
 
-A run is trained once into `<runs>/.store/<key>/`, with `key` a hash of everything that can change
-its result (its parameters, resolved for the dataset, and the training code); the named folder
-`<runs>/<dataset>/<domain>/<method>/seed<k>/` that DVC and Snakemake see is a hard-linked copy.
-Two names for the same experiment (`wo_eg` and `dre`) share one key, and a reverted parameter
-finds its finished run again, as DomainBed's sweep folders with a `done` marker do.
+A run is trained once into the store `<runs>/.store/<key>/` (`align.store`), with `key` the
+content identity of its train job (`align.identity`): the parameters it reads, resolved for the
+dataset and in the method's canonical form, the code it runs, and a digest of the shards it reads.
+The named folder `<runs>/<dataset>/<domain>/<method>/seed<k>/` that DVC and Snakemake see holds
+hard links to it. Two names for the same experiment (`wo_eg` and `dre`) share one key, a reverted
+parameter finds its finished run again, and a run trained on other data is never found.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import align
-from align.config import Params, select
-from align.methods.base import METHODS, resolve_config
+from align.config import Params
+from align.data.shards import INDEX_NAME, shards_dir
+from align.identity import Identities, Job, content_digest, run_job
+from align.masks.layout import sam_mask_root, status_file
+from align.methods.base import METHODS
 
 RUNS_ROOT = Path("runs")
-DONE = "done"
-TRAINING_CODE = (
-    "models", "explain", "methods", "train.py", "runs.py", "data/loader.py", "data/transforms.py",
-)
-"""Parts of the package whose change changes a trained model (so invalidates stored runs)."""
+STORE_DIRNAME = ".store"
 
 
 @dataclass(frozen=True)
@@ -39,77 +35,53 @@ class RunSpec:
     def named_dir(self, runs_root: Path = RUNS_ROOT) -> Path:
         return runs_root / self.dataset / self.domain / self.method / f"seed{self.seed}"
 
-
-def code_fingerprint() -> str:
-    package = Path(align.__file__).parent
-    digest = hashlib.sha256()
-    for part in TRAINING_CODE:
-        for path in sorted((package / part).rglob("*.py")) if (package / part).is_dir() else [
-            package / part
-        ]:
-            if path.exists():
-                digest.update(path.relative_to(package).as_posix().encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    def job(self, stage: str = "train") -> Job:
+        return run_job(stage, self.dataset, self.domain, self.method, self.seed)
 
 
-def run_identity(params: Params, spec: RunSpec) -> dict[str, Any]:
-    """Everything that determines the trained model, with the method in its canonical form."""
-    method_name, method_config = canonical_method(params, spec)
-    identity = {
-        "dataset": spec.dataset,
-        "dataset_config": select(params, f"datasets.{spec.dataset}"),
-        "domain": spec.domain,
-        "method": method_name,
-        "method_config": method_config,
-        "seed": spec.seed,
-        "model": select(params, "model"),
-        # How often a checkpoint is written does not change the result.
-        "train": {k: v for k, v in select(params, "train").items() if k != "checkpoint_every"},
-        "data": {key: select(params, f"data.{key}") for key in (
-            "store_size", "image_size", "split", "split_seed", "jpeg_quality",
-        )},
-        "hue_jitter": params.hue_jitter(spec.dataset),
-        "code": code_fingerprint(),
-    }
-    if METHODS.get(method_name).mask_source == "sam":
-        # The targets are SAM's masks: another SAM setting is another experiment.
-        identity["sam"] = {k: v for k, v in select(params, "sam").items() if k != "device"}
-    return identity
-
-
-def canonical_method(params: Params, spec: RunSpec) -> tuple[str, dict[str, Any]]:
-    """(name, resolved config) of the experiment a method name stands for on this dataset."""
-    method = METHODS.get(spec.method)
-    config = resolve_config(spec.method, select(params, f"methods.{spec.method}"), spec.dataset)
-    return method.canonical(spec.method, config)
-
-
-def run_key(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def store_root(runs_root: Path, stage: str = "train") -> Path:
+    """`<runs>/.store/` for trained runs, `<runs>/.store/evaluate/` for their evaluations."""
+    root = Path(runs_root) / STORE_DIRNAME
+    return root if stage == "train" else root / stage
 
 
 def store_dir(runs_root: Path, key: str) -> Path:
-    return runs_root / ".store" / key
+    return store_root(runs_root) / key
 
 
-def is_done(directory: Path) -> bool:
-    return (directory / DONE).is_file()
+def domain_shard_files(root: Path, domain: str, splits: tuple[str, ...]) -> list[Path]:
+    """The index of one domain of a shard tree and the shards of `splits` it lists (the files a
+    job reads); only the index when it is missing or unreadable (the reader will say so)."""
+    index_file = root / domain / INDEX_NAME
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [index_file] if index_file.is_file() else []
+    listed = [
+        root / domain / shard["name"]
+        for split in splits
+        for shard in index["splits"].get(split, {}).get("shards", [])
+    ]
+    return [index_file, *(path for path in listed if path.is_file())]
 
 
-def materialize(store: Path, named: Path, skip: tuple[str, ...] = ("checkpoint.pt",)) -> None:
-    """Replace `named` by hard links (copies across file systems) of a finished stored run."""
-    staging = named.with_name(f".{named.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for source in store.rglob("*"):
-        if source.is_dir() or source.name in skip:
-            continue
-        target = staging / source.relative_to(store)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-    shutil.rmtree(named, ignore_errors=True)
-    staging.rename(named)
+def run_identity(params: Params, spec: RunSpec) -> dict[str, Any]:
+    """The content identity of `spec`'s training (with `key`): its job identity with the upstream
+    jobs replaced by the digest of the train and val shards of its domain (and SAM's masks of
+    them for a method trained toward those)."""
+    identities = Identities(params)
+    identity = identities.of(spec.job())
+    splits = ("train", "val")
+    content = {"shards": content_digest(
+        domain_shard_files(shards_dir(params, spec.dataset), spec.domain, splits)
+    )}
+    if METHODS.get(identity["params"]["method"]).mask_source == "sam":
+        masks = sam_mask_root(params, spec.dataset)
+        files = [status_file(params, spec.dataset)]
+        files += domain_shard_files(masks, spec.domain, splits)
+        content["sam_masks"] = content_digest(path for path in files if path.is_file())
+    return identities.content_identity(spec.job(), content)
+
+
+def run_key(identity: dict[str, Any]) -> str:
+    return identity["key"]

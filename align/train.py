@@ -1,14 +1,18 @@
 """The training loop shared by every method.
 
-Adam on each phase's parameters, `train.steps` steps over the train shards of one (dataset, domain),
-validation accuracy every `train.eval_every` steps with the best checkpoint kept (model
-selection never sees test data), and a full checkpoint every `train.checkpoint_every` steps from
-which a killed run resumes to the same final weights as an uninterrupted one.
+Adam on each phase's parameters, `train.steps` steps over the train shards of one (dataset,
+domain). Model selection: validation accuracy every `train.eval_every` steps, keeping the best
+checkpoint among those where the method's own objective was active (`first_selectable_step`: not
+ALIGN's warm-up, which trains DRE's objective); it never sees test data. Resume: a checkpoint
+every `train.checkpoint_every` steps (`align.checkpoint`), from which a killed run continues to
+the same final weights as an uninterrupted one.
+
+A run is trained in the staging folder of its store entry and sealed into the store in one step
+(`align.store`); `train_run` then links it into the run's named folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -21,31 +25,24 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from align.atomic import atomic_path, write_text_atomically
+from align.atomic import write_json_atomically
+from align.checkpoint import NAMES as CHECKPOINT_NAMES
+from align.checkpoint import Checkpoints, atomic_torch_save
 from align.config import Params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
 from align.data.split import read_classes, read_split
 from align.device import autocast, pick_device
 from align.errors import UserError
+from align.masks.layout import require_sam_masks
 from align.methods.base import METHODS, Method, Models, resolve_config
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
 from align.models.trained import BEST_MODEL
-from align.runs import (
-    DONE,
-    RUNS_ROOT,
-    RunSpec,
-    is_done,
-    materialize,
-    run_identity,
-    run_key,
-    store_dir,
-)
+from align.runs import RUNS_ROOT, RunSpec, run_identity, store_root
+from align.store import Store, materialize
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -69,14 +66,16 @@ def train_run(
     if spec.domain not in known:
         raise UserError(f"{spec.domain!r} is not a domain of {spec.dataset} (it has {list(known)})")
     identity = run_identity(params, spec)
-    store = store_dir(runs_root, run_key(identity))
-    if is_done(store):
-        log.info("%s: identical run found in %s, not training again", spec, store)
-    else:
-        Trainer(params, spec, identity, store, show_progress).run()
-    named = spec.named_dir(runs_root)
-    materialize(store, named)
-    return named
+    key = identity["key"]
+    store = Store(store_root(runs_root))
+    with store.locked(key):
+        entry = store.verified(key)
+        if entry is not None:
+            log.info("%s: identical run found in %s, not training again", spec, entry)
+        else:
+            Trainer(params, spec, identity, store.staging(key), show_progress).run()
+            entry = store.finish(key, transient=CHECKPOINT_NAMES)
+    return materialize(entry, spec.named_dir(runs_root))
 
 
 @contextmanager
@@ -96,26 +95,29 @@ def training_phase(models: Models, phase: str) -> Iterator[None]:
 
 
 class Trainer:
+    """One run, trained in `folder` (the staging folder of its store entry)."""
+
     def __init__(
         self,
         params: Params,
         spec: RunSpec,
         identity: dict[str, Any],
-        store: Path,
+        folder: Path,
         show_progress: bool = True,
     ) -> None:
-        self.params, self.spec, self.identity, self.store = params, spec, identity, store
+        self.params, self.spec, self.identity, self.folder = params, spec, identity, folder
         self.show_progress = show_progress
         self.device = pick_device()
         self.classes = read_classes(params, spec.dataset)
         self.generator = torch.Generator().manual_seed(spec.seed)
         torch.manual_seed(spec.seed)
-        method_cls = METHODS.get(identity["method"])
-        config = resolve_config(identity["method"], identity["method_config"], spec.dataset)
+        name = identity["params"]["method"]
+        method_cls = METHODS.get(name)
+        config = resolve_config(name, identity["params"]["method_config"], spec.dataset)
         self.method: Method = method_cls(config, self.generator, total_steps=params.train.steps)
         self.first_selectable = method_cls.first_selectable_step(config)
         if params.train.steps < self.first_selectable:
-            raise UserError(no_selectable_checkpoint(identity["method"], self.first_selectable,
+            raise UserError(no_selectable_checkpoint(name, self.first_selectable,
                                                      params.train.steps))
         self.models = self._build_models(method_cls)
         self.optimizers = {
@@ -126,6 +128,7 @@ class Trainer:
             )
             for name, module in self.models.modules().items()
         }
+        self.checkpoints = Checkpoints(folder)
         self.progress = Progress()
 
     def _build_models(self, method_cls: type[Method]) -> Models:
@@ -139,26 +142,21 @@ class Trainer:
                 module.to(memory_format=torch.channels_last)
         return models
 
-    # --- checkpoints -----------------------------------------------------------------------
+    # --- resume ------------------------------------------------------------------------------
 
     def _save_checkpoint(self) -> None:
-        state = {
+        self.checkpoints.save({
             "progress": asdict(self.progress),
             "models": {n: m.state_dict() for n, m in self.models.modules().items()},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "identity": self.identity,
-        }
-        atomic_torch_save(state, self.store / CHECKPOINT)
+        })
 
     def _resume(self) -> None:
-        path = self.store / CHECKPOINT
-        if not path.is_file():
-            return
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["identity"] != self.identity:
-            log.warning("%s belongs to another configuration; starting afresh", path)
+        state = self.checkpoints.load(self.identity, self.device)
+        if state is None:
             return
         for name, module in self.models.modules().items():
             module.load_state_dict(state["models"][name])
@@ -169,57 +167,86 @@ class Trainer:
         self.progress = Progress(**state["progress"])
         log.info("resuming %s from step %d", self.spec, self.progress.step)
 
-    def _save_best(self, accuracy: float) -> None:
-        state = {
+    # --- model selection ---------------------------------------------------------------------
+
+    def _select(self, accuracy: float) -> None:
+        """Keep the models if they are the best selectable ones so far."""
+        step = self.progress.step
+        if step < self.first_selectable or accuracy <= self.progress.best_val_accuracy:
+            return
+        self.progress.best_val_accuracy, self.progress.best_step = accuracy, step
+        atomic_torch_save({
             "models": {n: m.state_dict() for n, m in self.models.modules().items()},
             "classes": self.classes,
-            "step": self.progress.step,
+            "step": step,
             "val_accuracy": accuracy,
             "identity": self.identity,
             "spec": asdict(self.spec),
-        }
-        atomic_torch_save(state, self.store / BEST_MODEL)
+        }, self.folder / BEST_MODEL)
 
-    # --- the loop --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_accuracy(self) -> float:
+        classifier = self.models.classifier
+        was_training = classifier.training
+        classifier.eval()
+        correct = total = 0
+        for batch in self.val_loader:
+            batch = to_device(batch, self.device)
+            with autocast(self.device):
+                predictions = classifier(batch["image"]).argmax(1)
+            correct += int((predictions == batch["label"]).sum())
+            total += len(batch["label"])
+        classifier.train(was_training)
+        if total == 0:
+            raise UserError(f"the val split of {self.spec.dataset}/{self.spec.domain} is empty")
+        return correct / total
+
+    # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.store.mkdir(parents=True, exist_ok=True)
+        """Train (or resume) to `train.steps` and write the run's files into its folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._resume()
+        self._make_loaders()
         from dvclive import Live  # imported late: it is slow to import and only training needs it
 
-        truncate_dvclive(self.store / "dvclive", self.progress.step)
+        truncate_dvclive(self.folder / "dvclive", self.progress.step)
         steps = self.params.train.steps
         with (
-            Live(str(self.store / "dvclive"), resume=self.progress.step > 0, save_dvc_exp=False,
+            Live(str(self.folder / "dvclive"), resume=self.progress.step > 0, save_dvc_exp=False,
                  dvcyaml=None, report=None) as live,
             tqdm(total=steps, initial=self.progress.step, desc=str(self.spec.domain),
                  disable=not self.show_progress, dynamic_ncols=True) as bar,
         ):
             while self.progress.step < steps:
                 self._run_epoch(live, bar)
-        self._finish()
+        self._write_results()
 
-    def _batches(self) -> Iterator[dict[str, Any]]:
-        loader = make_loader(
-            self.params, self.spec.dataset, self.spec.domain, "train", train=True,
-            batch_size=self.params.train.batch_size, seed=self.spec.seed,
-            epoch=self.progress.epoch, with_masks=self.method.mask_source is not None,
-            mask_root=mask_shards_root(self.params, self.spec, self.method.mask_source),
+    def _make_loaders(self) -> None:
+        """The train and val loaders, built once per run: each pass over the train loader is the
+        next epoch, so workers keep their decoded shards between epochs and validations."""
+        params, spec = self.params, self.spec
+        self.train_loader = make_loader(
+            params, spec.dataset, spec.domain, "train", train=True,
+            batch_size=params.train.batch_size, seed=spec.seed, epoch=self.progress.epoch,
+            with_masks=self.method.mask_source is not None,
+            mask_root=mask_shards_root(params, spec, self.method.mask_source),
         )
-        yielded = False
-        for index, batch in enumerate(loader):
-            yielded = True
-            if index >= self.progress.batches_done_in_epoch:
-                yield batch
-        if not yielded:
+        if len(self.train_loader.dataset) == 0:  # type: ignore[arg-type]
             raise UserError(
-                f"the train split of {self.spec.dataset}/{self.spec.domain} holds fewer images "
-                f"than train.batch_size={self.params.train.batch_size}"
+                f"the train split of {spec.dataset}/{spec.domain} holds fewer images "
+                f"than train.batch_size={params.train.batch_size}"
             )
+        self.val_loader = make_loader(
+            params, spec.dataset, spec.domain, "val", train=False,
+            batch_size=params.train.batch_size,
+        )
 
     def _run_epoch(self, live, bar: tqdm) -> None:
         steps = self.params.train.steps
-        for batch in self._batches():
+        for index, batch in enumerate(self.train_loader):
+            if index < self.progress.batches_done_in_epoch:
+                continue  # done before the run was resumed
             started = time.perf_counter()
             terms = self._step(to_device(batch, self.device))
             self.progress.step += 1
@@ -234,11 +261,7 @@ class Trainer:
             if step % self.params.train.eval_every == 0 or step == steps:
                 accuracy = self.validation_accuracy()
                 live.log_metric("val/accuracy", accuracy)
-                # Only checkpoints of the method's own objective compete (not ALIGN's warm-up).
-                selectable = step >= self.first_selectable
-                if selectable and accuracy > self.progress.best_val_accuracy:
-                    self.progress.best_val_accuracy, self.progress.best_step = accuracy, step
-                    self._save_best(accuracy)
+                self._select(accuracy)
             live.next_step()
             if step % self.params.train.checkpoint_every == 0 or step == steps:
                 self._save_checkpoint()
@@ -260,7 +283,7 @@ class Trainer:
             if bad:
                 raise TrainingDiverged(
                     f"{self.spec}: loss term(s) {bad} of phase {phase} are not finite at step "
-                    f"{step}; the last good checkpoint in {self.store} is kept (try a lower lr)"
+                    f"{step}; the last good checkpoint in {self.folder} is kept (try a lower lr)"
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -269,46 +292,22 @@ class Trainer:
             logged.update({prefix + name: value.item() for name, value in terms.items()})
         return logged
 
-    @torch.no_grad()
-    def validation_accuracy(self) -> float:
-        classifier = self.models.classifier
-        was_training = classifier.training
-        classifier.eval()
-        loader = make_loader(
-            self.params, self.spec.dataset, self.spec.domain, "val", train=False,
-            batch_size=self.params.train.batch_size,
-        )
-        correct = total = 0
-        for batch in loader:
-            batch = to_device(batch, self.device)
-            with autocast(self.device):
-                predictions = classifier(batch["image"]).argmax(1)
-            correct += int((predictions == batch["label"]).sum())
-            total += len(batch["label"])
-        classifier.train(was_training)
-        if total == 0:
-            raise UserError(f"the val split of {self.spec.dataset}/{self.spec.domain} is empty")
-        return correct / total
-
-    def _finish(self) -> None:
+    def _write_results(self) -> None:
         metrics = {
             "val_accuracy": self.progress.best_val_accuracy,
             "selected_step": self.progress.best_step,
             "first_selectable_step": self.first_selectable,
             "steps": self.params.train.steps,
-            "method": self.identity["method"],
+            "method": self.identity["params"]["method"],
             "requested_method": self.spec.method,
             "dataset": self.spec.dataset,
             "domain": self.spec.domain,
             "seed": self.spec.seed,
             "device": self.device.type,
+            "run_key": self.identity["key"],
         }
-        write_text_atomically(self.store / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_text_atomically(
-            self.store / "identity.json", json.dumps(self.identity, indent=2, sort_keys=True) + "\n"
-        )
-        (self.store / CHECKPOINT).unlink(missing_ok=True)
-        (self.store / DONE).touch()
+        write_json_atomically(self.folder / "metrics.json", metrics, indent=2)
+        write_json_atomically(self.folder / "identity.json", self.identity, indent=2)
         log.info("%s: best val accuracy %.4f at step %d", self.spec,
                  self.progress.best_val_accuracy, self.progress.best_step)
 
@@ -332,8 +331,6 @@ def mask_shards_root(params: Params, spec: RunSpec, source: str | None) -> Path 
         )
     if source != "sam":
         return None
-    from align.masks.sam import require_sam_masks  # imported late: only m_sam needs SAM
-
     return require_sam_masks(params, spec.dataset)
 
 
@@ -346,11 +343,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
                 value = value.contiguous(memory_format=torch.channels_last)
         moved[name] = value
     return moved
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as partial:
-        torch.save(obj, partial)
 
 
 def truncate_dvclive(directory: Path, step: int) -> None:

@@ -42,7 +42,7 @@ def test_one_json_per_target_domain_with_id_only_measures(trained):
     assert own["num_samples"] == other["num_samples"] == 24
     for result in (own, other):
         assert 0 <= result["accuracy"] <= 100 and result["auc"] is not None
-        assert len(result["git_commit"]) >= 7 and len(result["params_hash"]) == 8
+        assert len(result["git_commit"]) >= 7 and len(result["identity_key"]) == 16
     assert own["sufficiency"] is not None and own["comprehensiveness"] is not None
     assert other["sufficiency"] is None and other["mask_quality"] == {}
     assert set(own["mask_quality"]) == {"gradcam", "masker"}

@@ -20,7 +20,7 @@ from align.config import Params, parse_params
 from align.data.transforms import normalize
 from align.errors import UserError
 from align.explain import gradcam
-from align.masks.sam import STATUS_NAME
+from align.masks.layout import STATUS_NAME
 from align.methods.base import METHODS, Models
 from align.methods.irm import irm_penalty, random_halves
 from align.methods.m_gray import grayscale
@@ -277,7 +277,8 @@ def test_wo_eg_and_dre_resolve_to_the_same_run():
     params = parse_params({})
     dre = key(params, "dre")
     assert key(params, "wo_eg") == dre
-    assert run_identity(params, RunSpec("synthetic", "noise", "wo_eg", 0))["method"] == "dre"
+    identity = run_identity(params, RunSpec("synthetic", "noise", "wo_eg", 0))
+    assert identity["params"]["method"] == "dre"
     assert key(params, "wo_eg", "terra_incognita") == key(params, "dre", "terra_incognita")
     assert key(params, "wo_eg", "terra_incognita") != key(params, "wo_eg")  # lambda 0.2 there
     assert key(parse_params({"methods": {"align": {"lambda3": 0}}}), "align") == dre

@@ -39,15 +39,8 @@ from align.data.shards import write_shards
 from align.data.split import write_split
 from align.data.transforms import augment, augmentation_seed, sample_augmentation, to_normalized
 from align.errors import UserError
-from align.masks.sam import (
-    load_sam,
-    object_prompt,
-    pick_sam_device,
-    require_sam_masks,
-    sam_mask_root,
-    sam_masks_available,
-    write_sam_masks,
-)
+from align.masks.layout import require_sam_masks, sam_mask_root, sam_masks_available
+from align.masks.sam import load_sam, object_prompt, pick_sam_device, write_sam_masks
 
 DOMAINS = ["gradient", "noise"]
 STORE = 32

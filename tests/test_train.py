@@ -15,10 +15,12 @@ import torch
 import yaml
 from conftest import with_sections
 
+from align.checkpoint import CHECKPOINT
 from align.errors import UserError
 from align.methods.erm import ERM
-from align.runs import RunSpec, run_identity, run_key, store_dir
-from align.train import CHECKPOINT, Trainer, TrainingDiverged, train_run
+from align.runs import RunSpec, run_identity, run_key, store_root
+from align.store import Store
+from align.train import Trainer, TrainingDiverged, train_run
 
 
 def saved_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -86,11 +88,12 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(ERM, "losses", poisoned)
     with pytest.raises(TrainingDiverged, match=r"\['ce'\].*not finite at step 6"):
         train_run(tiny_synthetic, spec, tmp_path, show_progress=False)
-    store = store_dir(tmp_path, run_key(run_identity(tiny_synthetic, spec)))
-    state = torch.load(store / CHECKPOINT, weights_only=False)
+    store = Store(store_root(tmp_path))
+    key = run_key(run_identity(tiny_synthetic, spec))
+    state = torch.load(store.staging(key) / CHECKPOINT, weights_only=False)
     assert state["progress"]["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["models"]["classifier"].values())
-    assert not (store / "done").exists() and not spec.named_dir(tmp_path).exists()
+    assert not store.entry(key).exists() and not spec.named_dir(tmp_path).exists()
 
 
 def test_unknown_domain_or_method_is_a_clear_error(tiny_synthetic, tmp_path):
@@ -131,11 +134,13 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synthetic, t
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     spec = RunSpec("synthetic", "gradient", "align", 0)
-    store = store_dir(tmp_path / "killed", run_key(run_identity(params, spec)))
+    store = Store(store_root(tmp_path / "killed"))
+    key = run_key(run_identity(params, spec))
+    staging = store.staging(key)
 
-    run_cli(params_file, tmp_path / "killed", kill_after_checkpoint=store / CHECKPOINT)
-    killed_at = torch.load(store / CHECKPOINT, weights_only=False)["progress"]["step"]
-    assert 4 <= killed_at < 40 and not (store / "done").exists()
+    run_cli(params_file, tmp_path / "killed", kill_after_checkpoint=staging / CHECKPOINT)
+    killed_at = torch.load(staging / CHECKPOINT, weights_only=False)["progress"]["step"]
+    assert 4 <= killed_at < 40 and not store.entry(key).exists()
     run_cli(params_file, tmp_path / "killed")
     run_cli(params_file, tmp_path / "straight")
 

@@ -52,10 +52,10 @@ from align.data.loader import read_index
 from align.data.shards import INDEX_NAME, shards_dir, write_shard
 from align.data.split import SPLITS, split_path
 from align.errors import UserError
+from align.masks.layout import STATUS_NAME, sam_mask_root
 
 log = logging.getLogger(__name__)
 
-STATUS_NAME = "status.json"
 CHECKPOINT_URLS = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
@@ -66,46 +66,12 @@ ENCODER_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 """The image encoder's embedding width of each official model type, to name a mismatch."""
 
 
-def sam_mask_root(params: Params, dataset: str) -> Path:
-    """The mask shard tree of `dataset`: the `mask_root` to give `make_loader`."""
-    return params.data.root / "masks" / "sam" / dataset
-
-
 def missing_checkpoint_reason(model_type: str) -> str:
     name = CHECKPOINT_URLS[model_type].rsplit("/", 1)[-1]
     return (
         f"SAM checkpoint not provided: set sam.checkpoint to the path of {name}"
         f" ({CHECKPOINT_URLS[model_type]})"
     )
-
-
-def sam_masks_available(params: Params, dataset: str) -> tuple[bool, str]:
-    """Whether the `sam_masks` stage wrote masks for `dataset`, and a line saying why (not)."""
-    status_file = sam_mask_root(params, dataset) / STATUS_NAME
-    if not status_file.is_file():
-        return False, (
-            f"{status_file}: no SAM mask status; run `align sam-masks --dataset {dataset}`"
-            " (or `dvc repro sam_masks`)"
-        )
-    status = json.loads(status_file.read_text())
-    if not status["available"]:
-        return False, status["reason"]
-    return True, (
-        f"SAM {status['model_type']} masks ({status['prompt']} prompt) of {status['samples']}"
-        f" images under {status_file.parent}"
-    )
-
-
-def require_sam_masks(params: Params, dataset: str) -> Path:
-    """The mask root of `dataset`'s SAM masks; a UserError saying how to make them if absent."""
-    available, reason = sam_masks_available(params, dataset)
-    if not available:
-        raise UserError(
-            f"no SAM masks for {dataset} ({reason}); set sam.checkpoint in params.yaml to the"
-            f" SAM checkpoint file and rerun `align sam-masks --dataset {dataset}`"
-            " (or `dvc repro sam_masks`)"
-        )
-    return sam_mask_root(params, dataset)
 
 
 def pick_sam_device(choice: str) -> torch.device:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import ValidationError
 from torch import Tensor
 
 from align.errors import UserError
-from align.models.classifier import ResNetClassifier
-from align.models.masker import Masker
 from align.registry import Registry
 from align.schema import StrictModel
+
+if TYPE_CHECKING:  # annotations only: the parameter schema imports this module, not the models
+    from align.models.classifier import ResNetClassifier
+    from align.models.masker import Masker
 
 Batch = dict[str, Any]
 """`image` (B,3,H,W) ImageNet-normalised, `label` (B,), `key` list[str], and `mask` (B,1,H,W) in

@@ -37,7 +37,7 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRu
         state = torch.load(path, map_location=device, weights_only=False)
     except (EOFError, RuntimeError, pickle.UnpicklingError) as error:
         raise UserError(f"{path} is unreadable ({error}); train the run again") from None
-    model = state["identity"]["model"]
+    model = state["identity"]["params"]["model"]
     # The weights replace the initial ones, so no pretrained file needs to be present here.
     classifier = create_classifier(len(state["classes"]), "none", model["small_stem"])
     classifier.load_state_dict(state["models"]["classifier"])

@@ -19,13 +19,21 @@ removed first and written last, so a report with a `provenance.json` is complete
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
+from typing import Any
 
-from align.atomic import write_text_atomically
+from align.atomic import atomic_path, write_json_atomically, write_text_atomically
 from align.config import Params
+from align.data.shards import shards_dir
 from align.device import pick_device
+from align.errors import UserError
+from align.evaluate import EVAL_DIRNAME
+from align.identity import Identities, content_digest, dataset_job, file_digest, grid_jobs
+from align.masks.layout import status_file
 from align.provenance import provenance
 from align.report.collect import collect_evaluations
 from align.report.figures import (
@@ -37,12 +45,15 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
+from align.runs import RunSpec, domain_shard_files
+from align.store import Store, manifest_of, materialize
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.json"
 FIG2_DATA = "fig2.csv"
+STORE_DIRNAME = ".store"
 FIGURES = {
     "fig2": "figures/fig2_mask_quality.png",
     "fig4": "figures/fig4_case_study.png",
@@ -53,9 +64,82 @@ FIGURES = {
 def write_report(
     params: Params, runs_root: Path = Path("runs"), results_dir: Path = Path("results")
 ) -> list[Path]:
-    """Write every table, figure and metrics file of the report; returns the paths written."""
+    """Write the report of `params.dataset` into `<results>/<dataset>/` and mirror it into
+    `<results>/` (the files the pipeline's targets name); returns the files under `<results>/`.
+
+    The report is stored by its identity (`align.store`) under `<results>/.store/`: a report of
+    the same runs, evaluations and settings (e.g. after a knob is reverted) is linked again, not
+    drawn again.
+    """
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UserError(f"--results {results_dir}: is a file; give a folder for the report")
+    identity = report_identity(params, Path(runs_root))
+    key = identity["key"]
+    store = Store(results_dir / STORE_DIRNAME)
+    with store.locked(key):
+        entry = store.verified(key)
+        if entry is None:
+            staging = store.staging(key)
+            store.clear_staging(key)
+            build_report(params, Path(runs_root), staging)
+            write_json_atomically(staging / "identity.json", identity, indent=2)
+            entry = store.finish(key)
+    materialize(entry, results_dir / params.dataset)
+    return mirror(entry, results_dir)
+
+
+def mirror(entry: Path, results_dir: Path) -> list[Path]:
+    """Copy a stored report's files into `results_dir`, `provenance.json` removed first and
+    written last, so a mirror with a `provenance.json` is complete."""
     (results_dir / PROVENANCE_FILE).unlink(missing_ok=True)
+    names = sorted(manifest_of(entry), key=lambda name: name == PROVENANCE_FILE)
+    written = []
+    for name in names:
+        if name == "identity.json":
+            continue
+        target = results_dir / name
+        with atomic_path(target) as partial:
+            shutil.copyfile(entry / name, partial)
+        written.append(target)
+    return written
+
+
+def report_identity(params: Params, runs_root: Path) -> dict[str, Any]:
+    """The content identity of the report job (with `key`): its job identity with the upstream
+    jobs replaced by the files it reads: each configured run's `identity.json` (which names the
+    stored model), its eval records, and the test shards and SAM masks its figures use."""
+    dataset = params.dataset
+    read: dict[str, str] = {}
+    for job in grid_jobs(params):
+        if job.stage != "train":
+            continue
+        run_dir = RunSpec(dataset, job.domain, job.method, job.seed).named_dir(runs_root)
+        for path in [run_dir / "identity.json", *sorted((run_dir / EVAL_DIRNAME).glob("*.json"))]:
+            read[path.relative_to(runs_root).as_posix()] = (
+                file_digest(path) if path.is_file() else "missing"
+            )
+    shards = [
+        path for domain in params.grid.domains or []
+        for path in domain_shard_files(shards_dir(params, dataset), domain, ("test",))
+    ]
+    sam = status_file(params, dataset)
+    content = {
+        "runs": content_digest_of(read),
+        "shards": content_digest(shards),
+        "sam_masks": file_digest(sam) if sam.is_file() else "missing",
+    }
+    return Identities(params).content_identity(dataset_job("report", dataset), content)
+
+
+def content_digest_of(files: dict[str, str]) -> str:
+    """One digest of a {name: digest} listing."""
+    listing = "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+
+def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
+    """Write every table, figure and metrics file of the report into `folder`."""
     stamp = provenance(params)
     evaluations = collect_evaluations(params, Path(runs_root))
     written: list[Path] = []
@@ -63,17 +147,17 @@ def write_report(
     metrics: dict[str, object] = {}
     for build in TABLE_BUILDERS:
         table = build(evaluations)
-        written.append(write_text_atomically(results_dir / f"{table.name}.csv",
+        written.append(write_text_atomically(folder / f"{table.name}.csv",
                                              to_csv(table, stamp)))
-        written.append(write_text_atomically(results_dir / f"{table.name}.md",
+        written.append(write_text_atomically(folder / f"{table.name}.md",
                                              to_markdown(table, stamp)))
         metrics[table.name] = table_metrics(table)
     metrics["provenance"] = stamp
-    written.append(write_text_atomically(results_dir / METRICS_FILE,
+    written.append(write_text_atomically(folder / METRICS_FILE,
                                          json.dumps(metrics, indent=2) + "\n"))
 
     bars = blur_bars(evaluations)
-    written.append(write_text_atomically(results_dir / FIG2_DATA, blur_bars_csv(bars, stamp)))
+    written.append(write_text_atomically(folder / FIG2_DATA, blur_bars_csv(bars, stamp)))
     device = pick_device()
     figures = {
         "fig2": lambda: blur_figure(evaluations, bars, stamp),
@@ -81,18 +165,18 @@ def write_report(
         "fig5": lambda: mask_gallery_figure(evaluations, stamp, device),
     }
     for name, draw in figures.items():
-        written.append(save_figure(draw(), results_dir / FIGURES[name], stamp))
+        written.append(save_figure(draw(), folder / FIGURES[name], stamp))
 
     document = {
         **stamp,
         "dataset": params.dataset,
         "runs_root": str(runs_root),
-        "outputs": [str(path.relative_to(results_dir)) for path in written],
+        "outputs": [str(path.relative_to(folder)) for path in written],
         "inputs": evaluations.input_provenance(),
     }
-    written.append(write_text_atomically(results_dir / PROVENANCE_FILE,
+    written.append(write_text_atomically(folder / PROVENANCE_FILE,
                                          json.dumps(document, indent=2) + "\n"))
-    log.info("report: %d files under %s", len(written), results_dir)
+    log.info("report: %d files", len(written))
     return written
 
 

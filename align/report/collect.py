@@ -26,9 +26,11 @@ from align.data.registry import DATASETS
 from align.device import pick_device
 from align.errors import UserError
 from align.evaluate import eval_path, masker_blur_accuracy
+from align.identity import canonical_method
+from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL, load_trained
-from align.runs import RunSpec, canonical_method
+from align.runs import RunSpec
 
 MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
 """The baselines and ALIGN, in the order of the paper's Tables 1 and 3."""
@@ -177,11 +179,11 @@ class Evaluations:
         return Summary(tuple(values), len(self.seeds), tuple(missing))
 
     def input_provenance(self) -> dict[str, dict[str, Any]]:
-        """The git commit and parameter hash each eval record was written from, by file."""
+        """The git commit and evaluation identity each eval record was written from, by file."""
         return {
             str(self.files[address]): {
                 "git_commit": record.get("git_commit"),
-                "params_hash": record.get("params_hash"),
+                "identity_key": record.get("identity_key"),
             }
             for address, record in self.records.items()
             if isinstance(record, dict) and address in self.files
@@ -225,9 +227,9 @@ def method_source(params: Params, method: str) -> tuple[str | None, str]:
     """(configured method whose runs give `method`'s numbers, note); (None, why) if none does."""
     if method in params.grid.methods:
         return method, ""
-    identity = canonical_method(params, RunSpec(params.dataset, "", method, 0))
+    identity = canonical_method(params, method, params.dataset)
     for other in params.grid.methods:
-        if canonical_method(params, RunSpec(params.dataset, "", other, 0)) == identity:
+        if canonical_method(params, other, params.dataset) == identity:
             return other, (
                 f"{display_name(method)} is the same experiment as {display_name(other)} with"
                 f" these parameters; its numbers are {display_name(other)}'s runs"
@@ -241,8 +243,6 @@ def method_unavailable(params: Params, method: str) -> str | None:
     if source == "gt" and not DATASETS.get(params.dataset).has_masks:
         return f"{params.dataset} has no ground-truth masks"
     if source == "sam":
-        from align.masks.sam import sam_masks_available  # imports segment-anything: only here
-
         available, reason = sam_masks_available(params, params.dataset)
         if not available:
             return reason

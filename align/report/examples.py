@@ -19,6 +19,7 @@ from align.data.split import split_path
 from align.data.transforms import denormalize
 from align.errors import UserError
 from align.explain import gradcam
+from align.masks.layout import sam_mask_root, sam_masks_available
 from align.models.trained import BEST_MODEL, load_trained
 
 
@@ -63,8 +64,6 @@ def _first_batch(params: Params, domain: str, count: int, **masks) -> dict:
 
 def first_test_images(params: Params, domain: str, count: int) -> TestImages:
     """The first `count` images of `domain`'s test split with their ground-truth and SAM masks."""
-    from align.masks.sam import sam_mask_root, sam_masks_available  # segment-anything: late
-
     dataset = params.dataset
     has_gt = DATASETS.get(dataset).has_masks
     batch = _first_batch(params, domain, count, with_masks=has_gt)

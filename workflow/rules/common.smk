@@ -1,9 +1,14 @@
 # Shared set-up: params.yaml is read and validated by the same code as the `align` CLI, so a bad key
 # stops the workflow before any job runs. `--config params=other.yaml` selects another file.
+#
+# What a job depends on is decided in one place, align/identity.py: each rule carries its job's
+# identity key as a param (the parameters it reads after resolution, the code it runs and its
+# upstream jobs' keys), so Snakemake reruns a job exactly when DVC does. Inputs only order jobs.
 import sys
 
-from align.config import load_params, params_hash
+from align.config import load_params
 from align.errors import UserError
+from align.identity import Identities, dataset_job, run_job
 
 PARAMS_FILE = config.get("params", "params.yaml")
 try:
@@ -14,8 +19,18 @@ except UserError as error:
 DATASET = PARAMS.dataset
 DATA = str(PARAMS.data.root)
 ALIGN = f"align --params {PARAMS_FILE}"
+IDENTITIES = Identities(PARAMS)
 
 
-def hash_of(*keys):
-    """Short hash of a parameter subset; a rule's `params:` carries it, so a changed knob reruns it."""
-    return params_hash(PARAMS, list(keys))
+def identity_key(stage):
+    """A param function: the identity key of the rule's job, from its wildcards."""
+
+    def key(wildcards):
+        if "domain" in wildcards.keys():
+            job = run_job(stage, wildcards.dataset, wildcards.domain, wildcards.method,
+                          int(wildcards.seed))
+        else:
+            job = dataset_job(stage, wildcards.get("dataset", DATASET))
+        return IDENTITIES.key(job)
+
+    return key

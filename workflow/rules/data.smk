@@ -1,13 +1,12 @@
 # The data stages: acquire -> split -> shard -> sam_masks. Paths match dvc.yaml, so both
-# orchestrators build the same files. A rule's `params.key` changes with the knobs it reads, which
-# reruns it.
+# orchestrators build the same files; `params.identity` reruns a job when its identity changes.
 
 
 rule acquire:
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
     params:
-        key=lambda wildcards: hash_of(f"datasets.{wildcards.dataset}"),
+        identity=identity_key("acquire"),
     shell:
         f"{ALIGN} acquire --dataset {{wildcards.dataset}}"
 
@@ -19,7 +18,7 @@ rule split:
         split=f"{DATA}/splits/{{dataset}}.json",
         report=f"{DATA}/splits/{{dataset}}.report.json",
     params:
-        key=hash_of("data.split", "data.split_seed"),
+        identity=identity_key("split"),
     shell:
         f"{ALIGN} split --dataset {{wildcards.dataset}}"
 
@@ -27,11 +26,10 @@ rule split:
 rule shard:
     input:
         split=f"{DATA}/splits/{{dataset}}.json",
-        raw=f"{DATA}/raw/{{dataset}}",
     output:
         directory(f"{DATA}/shards/{{dataset}}"),
     params:
-        key=hash_of("data.store_size", "data.shard_max_samples", "data.jpeg_quality"),
+        identity=identity_key("shard"),
     shell:
         f"{ALIGN} shard --dataset {{wildcards.dataset}}"
 
@@ -43,7 +41,7 @@ rule sam_masks:
     output:
         directory(f"{DATA}/masks/sam/{{dataset}}"),
     params:
-        key=hash_of("sam"),
+        identity=identity_key("sam_masks"),
     resources:
         gpu=1,
     shell:

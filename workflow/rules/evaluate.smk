@@ -1,5 +1,5 @@
 # Evaluation: every trained run on the test split of every domain (in- and out-of-distribution).
-# A job reruns when its run is retrained or when the `evaluate` knobs change.
+# A job reruns when its identity changes (its run, the test data or the `evaluate` knobs).
 
 
 rule evaluate:
@@ -10,7 +10,7 @@ rule evaluate:
     output:
         directory("runs/{dataset}/{domain}/{method}/seed{seed}/eval"),
     params:
-        key=hash_of("evaluate", "data.image_size"),
+        identity=identity_key("evaluate"),
     resources:
         gpu=1,
     shell:

@@ -1,7 +1,16 @@
 # The report: the paper's tables (CSV + Markdown), metrics for `dvc metrics`, and the figures, from
-# every configured run's evaluations and models.
-REPORT_TABLES = ["id_table", "ablation_table", "ood_table", "mask_quality"]
-REPORT_FIGURES = ["fig2_mask_quality", "fig4_case_study", "fig5_mask_gallery"]
+# every configured run's evaluations and models. It is written to results/<dataset>/ (so reports
+# of several datasets stand side by side) and mirrored into results/ for the dataset of the
+# parameter file, which is what `snakemake results/ood_table.csv` asks for.
+REPORT_FILES = [
+    *expand("{table}.{ext}", table=["id_table", "ablation_table", "ood_table", "mask_quality"],
+            ext=["csv", "md"]),
+    "metrics.json",
+    "fig2.csv",
+    "provenance.json",
+    *expand("figures/{figure}.png",
+            figure=["fig2_mask_quality", "fig4_case_study", "fig5_mask_gallery"]),
+]
 
 
 rule report:
@@ -11,12 +20,9 @@ rule report:
         shards=f"{DATA}/shards/{DATASET}",
         sam=f"{DATA}/masks/sam/{DATASET}",
     output:
-        expand("results/{table}.{ext}", table=REPORT_TABLES, ext=["csv", "md"]),
-        "results/metrics.json",
-        "results/fig2.csv",
-        "results/provenance.json",
-        expand("results/figures/{figure}.png", figure=REPORT_FIGURES),
+        expand("results/{dataset}/{file}", dataset=DATASET, file=REPORT_FILES),
+        expand("results/{file}", file=REPORT_FILES),
     params:
-        key=hash_of("dataset", "grid", "methods", "evaluate", "data.image_size"),
+        identity=identity_key("report"),
     shell:
         f"{ALIGN} report --runs-root runs --results results"

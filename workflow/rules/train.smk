@@ -1,14 +1,7 @@
-# Training: one job per (domain, method, seed) of `grid`. A job's `params.run` is the run's identity
-# hash (parameters resolved for the method, plus the training code), so it reruns exactly when the
-# experiment changes; an identical experiment (e.g. wo_eg and dre) is found in runs/.store/ and
-# only linked into place.
+# Training: one job per (domain, method, seed) of `grid`. `params.identity` is the job's identity
+# key, so it reruns exactly when the experiment changes; an identical experiment (e.g. wo_eg and
+# dre, or a reverted knob) is found in runs/.store/ and only linked into place.
 from align.methods.base import METHODS
-from align.runs import RunSpec, run_identity, run_key
-
-
-def run_hash(wildcards):
-    spec = RunSpec(wildcards.dataset, wildcards.domain, wildcards.method, int(wildcards.seed))
-    return run_key(run_identity(PARAMS, spec))
 
 
 def mask_inputs(wildcards):
@@ -21,13 +14,12 @@ def mask_inputs(wildcards):
 rule train:
     input:
         shards=f"{DATA}/shards/{{dataset}}",
-        split=f"{DATA}/splits/{{dataset}}.json",
         masks=mask_inputs,
     output:
         model="runs/{dataset}/{domain}/{method}/seed{seed}/model.pt",
         metrics="runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",
     params:
-        run=run_hash,
+        identity=identity_key("train"),
     resources:
         gpu=1,
     shell:

@@ -1,0 +1,198 @@
+"""One truth for what each job depends on: for every leaf key of the parameters (generated from the
+params schema, so a new key is covered without editing this file) and for an edit in each area of
+the code, the jobs DVC would rerun (`dvc status`), the jobs Snakemake would rerun (a dry run with
+every rerun trigger) and the jobs the identity function says are affected are the same set.
+
+The project is copied into a temporary folder with a tiny configuration, run once for real by
+Snakemake (`dvc commit` then records the same outputs for DVC), and probed in one subprocess
+(`tests/parity_probe.py`) against the copy's own `align` package, so code edits never touch the
+repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY_SYNTHETIC, make_params
+
+from align.config import parse_params
+from align.errors import UserError
+from align.identity import iter_leaf_keys
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("align", "dvc.yaml", "Snakefile", "workflow", ".dvcignore")
+CODE_AREAS = {
+    "acquire: a dataset source": "align/data/sources/synthetic.py",
+    "split": "align/data/split.py",
+    "shard": "align/data/shards.py",
+    "sam masks": "align/masks/sam.py",
+    "a method": "align/methods/align.py",
+    "the shared training loop": "align/train.py",
+    "the models": "align/models/classifier.py",
+    "grad-cam": "align/explain/grad_cam.py",
+    "metrics": "align/metrics/faithfulness.py",
+    "evaluate": "align/evaluate.py",
+    "report": "align/report/tables.py",
+    "bookkeeping (identity, store)": "align/store.py",
+}
+"""An area of the code -> a file in it that the probe edits (an appended comment)."""
+
+CANDIDATES: tuple[Any, ...] = (
+    0.1, 1, "x", "mean", "blur", "cuda", "center_point", "vit_l", "imagenet", "vlcs",
+    ["circle", "bars"], ["a"], {"vlcs": {}},
+)
+"""Values tried, in order, for a leaf whose own kind of change (a flipped bool, a nudged number)
+is not valid; a leaf for which none is valid fails the test, naming it."""
+
+
+def tiny_params() -> dict[str, Any]:
+    raw = make_params(Path("data"), **TINY_SYNTHETIC).model_dump(mode="json")
+    raw["grid"] = {"methods": ["erm", "align"], "domains": ["gradient"], "seeds": [0]}
+    return raw
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    changed = json.loads(json.dumps(raw))
+    *parents, leaf = key.split(".")
+    node = changed
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return changed
+
+
+def get_key(raw: dict[str, Any], key: str) -> Any:
+    node = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def is_valid(raw: dict[str, Any]) -> bool:
+    try:
+        parse_params(raw)
+    except UserError:
+        return False
+    return True
+
+
+def nudges(value: Any) -> list[Any]:
+    """The natural changes of a value of this kind."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value - 1, value * 2]
+    if isinstance(value, float):
+        return [value * 0.5, value + 0.1, value - 0.1, 0.1] if value else [0.1, 0.5]
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return [[*value, max(value) + 1]]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return [value[:-1], [*value, "x"], list(reversed(value))]
+    return []
+
+
+def changed_params(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A valid parameter set differing from `raw` at `key` (and, for values that must sum up, at
+    one sibling), or None."""
+    value = get_key(raw, key)
+    for candidate in [*nudges(value), *CANDIDATES]:
+        if candidate == value:
+            continue
+        changed = set_key(raw, key, candidate)
+        if is_valid(changed):
+            return changed
+    parent, _, _ = key.rpartition(".")
+    siblings = get_key(raw, parent) if parent else {}
+    if isinstance(value, float) and isinstance(siblings, dict):
+        for sibling, other in siblings.items():  # e.g. split ratios that must sum to one
+            if sibling != key.rsplit(".", 1)[-1] and isinstance(other, float):
+                changed = set_key(set_key(raw, key, value + 0.1), f"{parent}.{sibling}",
+                                  other - 0.1)
+                if is_valid(changed):
+                    return changed
+    return None
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A copy of the project with the tiny grid, run once, in sync for both orchestrators."""
+    root = tmp_path_factory.mktemp("parity")
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    bin_dir = Path(sys.executable).parent
+    run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], root, env)
+    run([str(bin_dir / "snakemake"), "-c1", "--quiet", "all"], root, env)
+    run([sys.executable, "-m", "align.cli", "identify"], root, env)
+    run([str(bin_dir / "dvc"), "commit", "-f", "-q"], root, env)
+    return root, env
+
+
+def probe(project: tuple[Path, dict[str, str]], changes: list[dict[str, str]]) -> list[dict]:
+    root, env = project
+    changes_file = root / "changes.json"
+    changes_file.write_text(json.dumps(changes))
+    output = run([sys.executable, str(REPO / "tests" / "parity_probe.py"), str(changes_file)],
+                 root, env)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_a_finished_run_is_up_to_date_for_both_orchestrators(project):
+    (result,) = probe(project, [{"name": "nothing"}])
+    assert result == {"change": "nothing", "identity": [], "dvc": [], "snakemake": []}
+
+
+def test_every_knob_and_code_area_reruns_the_same_jobs_everywhere(project):
+    raw = tiny_params()
+    changes, invalid = [], []
+    for key in iter_leaf_keys(raw):
+        changed = changed_params(raw, key)
+        if changed is None:
+            invalid.append(key)
+            continue
+        changes.append({"name": key, "params": yaml.safe_dump(changed, sort_keys=False)})
+    assert not invalid, f"no valid change found for {invalid}: extend CANDIDATES"
+    changes += [{"name": area, "code": path} for area, path in CODE_AREAS.items()]
+    results = probe(project, changes)
+    mismatched = [r for r in results if not r["identity"] == r["dvc"] == r["snakemake"]]
+    assert not mismatched, json.dumps(mismatched, indent=1)
+    by_name = {r["change"]: set(r["identity"]) for r in results}
+
+    # The rows of the issue that found the disagreements.
+    assert by_name["train.checkpoint_every"] == set()
+    assert by_name["sam.device"] == set()
+    assert by_name["data.loader_workers"] == set()
+    masker_only = {
+        "train/synthetic/gradient/align/seed0", "evaluate/synthetic/gradient/align/seed0",
+        "report/synthetic",
+    }
+    assert by_name["model.masker_width"] == masker_only
+    assert by_name["train.masker_lr"] == masker_only
+    assert by_name["methods.irm.penalty_weight"] == set()  # irm is not in the grid
+    assert by_name["metrics"] == {"evaluate/synthetic/gradient/erm/seed0",
+                                  "evaluate/synthetic/gradient/align/seed0", "report/synthetic"}
+    assert by_name["report"] == {"report/synthetic"}
+    assert by_name["bookkeeping (identity, store)"] == set()
+    assert "shard/synthetic" in by_name["split"] and "acquire/synthetic" not in by_name["split"]
+    assert by_name["sam masks"] == {"sam_masks/synthetic", "evaluate/synthetic/gradient/erm/seed0",
+                                    "evaluate/synthetic/gradient/align/seed0", "report/synthetic"}
