@@ -57,10 +57,14 @@ class DataConfig(StrictModel):
     shard_max_samples: PositiveInt = 1000
     jpeg_quality: int = Field(95, ge=1, le=100)
     loader_workers: int = Field(0, ge=0)
+    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
     hue_jitter: float | None = Field(None, ge=0, le=0.5)
     """Train-time ColorJitter hue strength; null: the dataset's own (DomainBed's 0.3, 0 for
     synthetic, whose background hue is the spurious cue that the benchmark is about)."""
-    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
+    decode_workers: PositiveInt = 4
+    """Threads that decode raw images in the split and shard stages. Each holds one decoded image
+    (3 bytes per pixel: ~500 MB for a 13000 x 13000 PNG; JPEGs are decoded near store_size), so
+    this, not the machine's core count, bounds their memory."""
 
 
 DatasetsConfig = create_model(
