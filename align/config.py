@@ -28,7 +28,7 @@ import align.methods  # noqa: F401  (registers every method)
 from align.data.registry import DATASETS
 from align.errors import UserError
 from align.methods.base import METHODS, resolve_config
-from align.schema import StrictModel
+from align.schema import NestedError, StrictModel, describe_errors
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -122,6 +122,11 @@ class TrainConfig(StrictModel):
     checkpoint_every: PositiveInt = 50
 
 
+EMPTY_GRID = "empty, so nothing would be trained"
+"""A grid without methods, domains or seeds would run the data stages and report, train nothing
+and exit 0: refused instead."""
+
+
 class GridConfig(StrictModel):
     """What `dvc repro` / `snakemake` train: methods x domains x seeds of the configured dataset."""
 
@@ -129,15 +134,32 @@ class GridConfig(StrictModel):
     domains: list[str] | None = None
     """Training domains (each is also a test domain for the others); unset = every domain the
     dataset declares. params.yaml lists them because dvc.yaml builds its stage matrix from it."""
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[int] = [0]
 
     @field_validator("methods")
     @classmethod
     def _methods_are_registered(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError(f"{EMPTY_GRID}; list at least one method of {METHODS.names()}")
         unknown = [name for name in names if name not in METHODS]
         if unknown:
             raise ValueError(f"unknown {unknown}; known: {METHODS.names()}")
         return names
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_not_empty(cls, names: list[str] | None) -> list[str] | None:
+        if names == []:
+            raise ValueError(f"{EMPTY_GRID}; list the training domains, or remove the key for all"
+                             " the dataset's domains")
+        return names
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_not_empty(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError(f"{EMPTY_GRID}; list at least one seed, e.g. [0]")
+        return seeds
 
 
 MethodsConfig = create_model(
@@ -170,6 +192,9 @@ class Params(StrictModel):
     def _grid_domains_exist(self) -> Params:
         known = self.dataset_domains()
         if self.grid.domains is None:
+            if not known:  # e.g. the `folder` dataset without `domains`: found only on disk
+                raise NestedError([("grid.domains", f"{EMPTY_GRID}; list the training domains in "
+                                    f"grid.domains (or datasets.{self.dataset}.domains)")])
             grid = self.grid.model_copy(update={"domains": known})
             return self.model_copy(update={"grid": grid})
         unknown = [domain for domain in self.grid.domains if known and domain not in known]
@@ -212,15 +237,7 @@ class Params(StrictModel):
 
 def format_validation_error(error: ValidationError, source: str) -> str:
     """One line: every offending key with what was expected."""
-    parts = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against params.yaml's documented keys)"
-        elif "input" in item and not isinstance(item["input"], dict):
-            message += f" (got {item['input']!r})"
-        parts.append(f"{key}: {message}" if key else message)
+    parts = [f"{key}: {message}" if key else message for key, message in describe_errors(error)]
     return f"{source}: " + "; ".join(parts)
 
 
@@ -242,7 +259,12 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
-    if raw is not None and not isinstance(raw, dict):
+    if not raw:
+        raise UserError(
+            f"{path}: has no settings (empty or only comments), which would silently run every "
+            "default; start from the project's params.yaml, which lists every key"
+        )
+    if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     return parse_params(raw, str(path))
 

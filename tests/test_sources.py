@@ -71,7 +71,8 @@ def make_vlcs_archive(vlcs_mini: Path, path: Path) -> Path:
 
 
 def acquire(project: Path, dataset: str, config: dict[str, Any]) -> Path:
-    params = make_params(project / "data", dataset=dataset, datasets={dataset: config})
+    # The grid stays the default dataset's: `folder` without `domains` could not be a grid.
+    params = make_params(project / "data", datasets={dataset: config})
     return acquire_dataset(params, dataset)
 
 
