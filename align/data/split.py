@@ -25,6 +25,7 @@ from align.atomic import write_json_atomically
 from align.config import Params
 from align.data.acquire import raw_dir
 from align.data.images import decode_8bit
+from align.data.layout import visible_files
 from align.data.registry import DATASETS, mask_path_for
 from align.errors import UserError
 
@@ -146,14 +147,9 @@ def scan_domain(raw: Path, domain: str) -> tuple[dict[str, list[str]], list[dict
         if not entry.is_dir():
             stray.append({"path": f"{domain}/{entry.name}", "reason": "not inside a class folder"})
             continue
-        found = files.setdefault(entry.name, [])
-        for folder, subfolders, names in os.walk(entry.path):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            found += [
-                Path(folder, name).relative_to(raw).as_posix()
-                for name in sorted(names)
-                if not name.startswith(".")
-            ]
+        files[entry.name] = [
+            path.relative_to(raw).as_posix() for path in visible_files(Path(entry.path))
+        ]
     return files, stray
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from align.data.download import download, downloads_dir, extract_archive, scratch_folder
-from align.data.layout import copy_domains, is_image_file, link_or_copy
+from align.data.layout import copy_domains, link_or_copy, visible_files
 from align.data.registry import DatasetSource, register_dataset
 from align.errors import UserError
 from align.schema import StrictModel
@@ -97,7 +97,7 @@ class TerraIncognita(DatasetSource):
         self, selected: list[tuple[str, str, str]], images_root: Path, raw_dir: Path
     ) -> dict[str, dict[str, int]]:
         # By file name: the archive's top folder is not part of the annotations' `file_name`.
-        images = {path.name: path for path in images_root.rglob("*") if is_image_file(path)}
+        images = {path.name: path for path in visible_files(images_root)}
         counts: dict[str, Counter[str]] = {domain: Counter() for domain in self.domains()}
         missing = []
         for domain, class_name, file_name in selected:
