@@ -256,7 +256,9 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
             f"{path}: no such parameter file (run from the project root or pass --params)"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file; --params takes a YAML file") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
     if not raw:

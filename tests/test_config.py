@@ -161,3 +161,13 @@ def test_an_empty_grid_is_refused_naming_the_key_to_fill(raw, expected):
         parse_params(raw)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_binary_params_file_is_one_line(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(UserError, match="not a UTF-8 text file"):
+        load_params(params)
+    assert main(["--params", str(params), "check-params"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(params) in err

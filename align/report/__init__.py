@@ -26,6 +26,7 @@ from pathlib import Path
 from align.atomic import write_text_atomically
 from align.config import Params
 from align.device import pick_device
+from align.errors import UserError
 from align.provenance import provenance
 from align.report.collect import collect_evaluations
 from align.report.figures import (
@@ -55,6 +56,9 @@ def write_report(
 ) -> list[Path]:
     """Write every table, figure and metrics file of the report; returns the paths written."""
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UserError(f"--results {results_dir}: a file, not a folder; give a folder (it is "
+                        "created when missing)")
     (results_dir / PROVENANCE_FILE).unlink(missing_ok=True)
     stamp = provenance(params)
     evaluations = collect_evaluations(params, Path(runs_root))
