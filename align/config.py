@@ -25,6 +25,7 @@ from pydantic import (
 
 import align.data.sources  # noqa: F401  (registers every dataset)
 import align.methods  # noqa: F401  (registers every method)
+from align.data.download import DownloadConfig
 from align.data.registry import DATASETS
 from align.errors import UserError
 from align.methods.base import METHODS, resolve_config
@@ -61,6 +62,8 @@ class DataConfig(StrictModel):
     hue_jitter: float | None = Field(None, ge=0, le=0.5)
     """Train-time ColorJitter hue strength; null: the dataset's own (DomainBed's 0.3, 0 for
     synthetic, whose background hue is the spurious cue that the benchmark is about)."""
+    download: DownloadConfig = DownloadConfig()
+    """Patience of the acquire stage's downloads (stall and retry time)."""
     decode_workers: PositiveInt = 4
     """Threads that decode raw images in the split and shard stages. Each holds one decoded image
     (3 bytes per pixel: ~500 MB for a 13000 x 13000 PNG; JPEGs are decoded near store_size), so

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 
 class StrictModel(BaseModel):
@@ -21,6 +24,33 @@ class NestedError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{key}: {message}" for key, message in problems))
         self.problems = problems
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be downloaded over HTTP(S), or None when it can be tried."""
+    if any(character.isspace() for character in url):
+        return "spaces must be escaped as %20"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsing the port is what finds a malformed one)
+    except ValueError as error:
+        return f"malformed URL ({error})"
+    if parts.scheme not in ("http", "https"):
+        return "only http:// and https:// URLs can be downloaded"
+    if not parts.hostname:
+        return "the URL names no host"
+    return None
+
+
+def _check_http_url(url: str) -> str:
+    problem = http_url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+"""A param holding an http(s) URL, checked when the params are loaded; kept as written."""
 
 
 def describe_errors(error: ValidationError) -> list[tuple[str, str]]:

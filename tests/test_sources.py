@@ -101,6 +101,22 @@ def test_vlcs_downloads_verifies_and_lays_out_the_archive(
     assert relative_files(acquire(project, "vlcs", config)) == relative_files(vlcs_mini)
 
 
+def test_the_checksum_lock_file_lives_in_the_data_root_not_the_working_directory(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path, tmp_path: Path
+) -> None:
+    folder, base_url = served
+    archive = make_vlcs_archive(vlcs_mini, folder / "VLCS.tar.gz")
+    root = tmp_path / "scratch" / "data"  # data.root elsewhere than <cwd>/data
+    params = make_params(root, datasets={"vlcs": {"url": f"{base_url}/VLCS.tar.gz",
+                                                  "domains": VLCS_DOMAINS}})
+    acquire_dataset(params, "vlcs")
+    assert json.loads((root / "checksums.json").read_text()) == {
+        "vlcs:VLCS.tar.gz": sha256_of(archive)
+    }
+    assert (root / "downloads" / "VLCS.tar.gz").is_file()
+    assert list(project.iterdir()) == []  # nothing written in the working directory
+
+
 def test_vlcs_download_that_differs_from_the_lock_file_is_refused(
     project: Path, served: tuple[Path, str], vlcs_mini: Path
 ) -> None:
