@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -73,8 +74,8 @@ class DownloadConfig(StrictModel):
     """A transfer that receives less than 1 KiB in this many seconds (a silent server, a trickle)
     is abandoned and resumed, within `retry_s`; also the time allowed to connect."""
     retry_s: float = Field(120.0, ge=0)
-    """Retries of one download (refused connection, 5xx, stall, cut transfer) stop this many
-    seconds after its first failure; 0 makes one attempt."""
+    """Retries of a download (refused connection, 5xx, stall, cut transfer) stop this many
+    seconds after the first failure since data last arrived; 0 makes one attempt."""
 
 
 @dataclass(frozen=True)
@@ -147,22 +148,32 @@ def archive_problem(path: Path) -> str | None:
 
 class _BudgetRetry(Retry):
     """urllib3's Retry (counts, exponential back-off, Retry-After), also exhausted when the next
-    attempt could not start before `deadline` (time.monotonic()). `failures` is shared by all
-    the copies that Retry makes, so it holds the download's whole history, one line each."""
+    attempt could not start within `budget_s` seconds of the first failure. `started` (that
+    failure's time.monotonic()) and `failures` (one line each) are passed on to every copy that
+    Retry makes, so they describe the whole streak of failures."""
 
     def __init__(
-        self, *args: Any, deadline: float, failures: list[str] | None = None, **kwargs: Any
+        self, *args: Any, budget_s: float, started: float | None = None,
+        failures: list[str] | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.deadline = deadline
+        self.budget_s = budget_s
+        self.started = started
         self.failures = [] if failures is None else failures
 
+    @property
+    def deadline(self) -> float:
+        return math.inf if self.started is None else self.started + self.budget_s
+
     def new(self, **kw: Any) -> _BudgetRetry:
-        return super().new(deadline=self.deadline, failures=self.failures, **kw)
+        return super().new(budget_s=self.budget_s, started=self.started, failures=self.failures,
+                           **kw)
 
     def increment(self, method: str | None = None, url: str | None = None,
                   response: Any = None, error: Exception | None = None,
                   *args: Any, **kwargs: Any) -> _BudgetRetry:
+        if self.started is None:  # set before `new` copies it
+            self.started = time.monotonic()
         reason = _one_line(error) if error else f"HTTP {response.status} {response.reason}"
         self.failures.append(reason)
         log.warning("download attempt failed: %s", reason)
@@ -178,6 +189,11 @@ class _BudgetRetry(Retry):
 
 class _TransferError(Exception):
     """The body stopped short of its end: stalled, or the connection was cut."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
+        """Bytes this attempt wrote before it failed."""
 
 
 def download(
@@ -199,9 +215,10 @@ def download(
     An interrupted transfer resumes from `<dest>.part` where the server accepts Range requests.
     Failures are retried up to `retries` times (a refused connection `CONNECT_RETRIES` times),
     waiting `backoff_s * 2**(n - 1)` before the n-th retry after the first, all within `retry_s`
-    seconds of the first failure; see `DownloadConfig` for `stall_s`. The checksum is `sha256`
-    when given, else the lock file's entry for `checksum_key`, else the download's own sha256 is
-    recorded there under `checksum_key`.
+    seconds of the first failure; an attempt that received data before it failed starts a new
+    count, so a long download may be cut many times. See `DownloadConfig` for `stall_s`.
+    The checksum is `sha256` when given, else the lock file's entry for `checksum_key`, else the
+    download's own sha256 is recorded there under `checksum_key`.
     """
     problem = http_url_problem(url)
     if problem:
@@ -212,19 +229,23 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest)
     log.info("downloading %s to %s", url, dest)
-    retry = _BudgetRetry(
-        total=retries, connect=CONNECT_RETRIES, status_forcelist=RETRY_STATUS,
-        backoff_factor=backoff_s, raise_on_status=False, deadline=time.monotonic() + retry_s,
-    )
-    started = time.monotonic()
+
+    def fresh_retry() -> _BudgetRetry:
+        return _BudgetRetry(
+            total=retries, connect=CONNECT_RETRIES, status_forcelist=RETRY_STATUS,
+            backoff_factor=backoff_s, raise_on_status=False, budget_s=retry_s,
+        )
 
     def give_up(reason: str) -> UserError:
         attempts = len(retry.failures)
+        elapsed = time.monotonic() - (retry.started or time.monotonic())
         return UserError(
             f"could not download {url} ({reason}); gave up after {attempts} failed attempt"
-            f"{'s' * (attempts != 1)} in {time.monotonic() - started:.0f} s (retries stop after"
+            f"{'s' * (attempts != 1)} in {elapsed:.0f} s (retries stop after"
             f" data.download.retry_s = {retry_s:g} s); {offline_hint}"
         )
+
+    retry = fresh_retry()
 
     with requests.Session() as session:
         while True:
@@ -253,6 +274,8 @@ def download(
                     _receive(response, part, offset if response.status_code == 206 else 0, stall_s)
                     break
                 except _TransferError as error:
+                    if error.received >= STALL_BYTES:  # it progressed: a new streak of failures
+                        retry = fresh_retry()
                     try:
                         retry = retry.increment("GET", url, error=error)
                     except MaxRetryError:
@@ -288,9 +311,11 @@ def _receive(response: requests.Response, part: Path, start: int, stall_s: float
                 # the socket's read timeout (stall_s) bounds each wait.
                 chunk = response.raw.read1(CHUNK_BYTES)
             except ReadTimeoutError:
-                raise _TransferError(f"stalled: no data for {stall_s:g} s") from None
+                raise _TransferError(f"stalled: no data for {stall_s:g} s (data.download.stall_s)",
+                                     written - start) from None
             except ProtocolError as error:
-                raise _TransferError(f"connection broken: {_one_line(error)}") from None
+                raise _TransferError(f"connection broken: {_one_line(error)}",
+                                     written - start) from None
             if not chunk:
                 break
             file.write(chunk)
@@ -300,11 +325,13 @@ def _receive(response: requests.Response, part: Path, start: int, stall_s: float
             if time.monotonic() - window_start >= stall_s:
                 if window_bytes < STALL_BYTES:
                     raise _TransferError(
-                        f"stalled: {window_bytes} bytes in {stall_s:g} s (data.download.stall_s)"
+                        f"stalled: {window_bytes} bytes in {stall_s:g} s (data.download.stall_s)",
+                        written - start,
                     )
                 window_start, window_bytes = time.monotonic(), 0
     if total is not None and written < total:
-        raise _TransferError(f"connection closed after {written} of {total} bytes")
+        raise _TransferError(f"connection closed after {written} of {total} bytes",
+                             written - start)
 
 
 def download_gdrive(
