@@ -5,13 +5,16 @@ comprehensiveness of the predicted class's Grad-CAM, the quality of Grad-CAM, of
 and of SAM's masks against the ground truth (datasets with masks), and the accuracy with the
 background outside each mask blurred (Sec. 4.1, Fig. 2). On every other domain (out of
 distribution, the paper's protocol: no retraining) it measures accuracy and AUC.
-One JSON per (run, target domain): `<run>/eval/<target>.json`.
+One JSON per (run, target domain): `<run>/eval/<target>.json`. The `eval/` folder is replaced as a
+whole: the old one is removed first and the new one written under a hidden name, renamed when every
+target is done, so a failed evaluation leaves no `eval/` that looks finished.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,17 +62,20 @@ def evaluate_run(
     run_dir = spec.named_dir(runs_root)
     run = load_trained(run_dir, pick_device())
     domains = list(read_split(params, spec.dataset)["domains"])
-    written = []
-    for target in domains:
-        result = evaluate_on_domain(params, spec, run, target, show_progress)
-        path = eval_path(run_dir, target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(result, indent=2) + "\n")
-        written.append(path)
-    # Domains no longer in the split leave no stale files that a report could pick up.
-    for stale in set((run_dir / EVAL_DIRNAME).glob("*.json")) - set(written):
-        stale.unlink()
-    return written
+    final = run_dir / EVAL_DIRNAME
+    staging = run_dir / f".{EVAL_DIRNAME}.partial"
+    # Until the new results are complete the run reads as not evaluated, and domains no longer
+    # in the split leave no stale files that a report could pick up.
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for target in domains:
+            result = evaluate_on_domain(params, spec, run, target, show_progress)
+            write_text_atomically(staging / f"{target}.json", json.dumps(result, indent=2) + "\n")
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [eval_path(run_dir, target) for target in domains]
 
 
 def evaluate_on_domain(

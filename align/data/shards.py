@@ -48,6 +48,11 @@ def shards_dir(params: Params, dataset: str) -> Path:
     return params.data.root / "shards" / dataset
 
 
+def shard_remedy(dataset: str) -> str:
+    """What to run when `dataset`'s shards are missing or damaged."""
+    return f"run `align shard --dataset {dataset}` (or `dvc repro shard`)"
+
+
 def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
 
