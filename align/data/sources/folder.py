@@ -37,7 +37,7 @@ class Folder(DatasetSource):
         """Links the files of `root` (nothing is downloaded)."""
         counts = copy_domains(self._root(), raw_dir, self.domains())
         for domain, per_class in counts.items():
-            log.info("%s: %d images in %d classes", domain, sum(per_class.values()), len(per_class))
+            log.info("%s: %d files in %d classes", domain, sum(per_class.values()), len(per_class))
 
     def _root(self) -> Path:
         root = self.config.root

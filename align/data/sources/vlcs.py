@@ -61,7 +61,7 @@ class VLCS(DatasetSource):
     def _copy_from(self, folder: Path, raw_dir: Path) -> None:
         counts = copy_domains(domains_root(folder, self.domains()), raw_dir, self.domains())
         for domain, per_class in counts.items():
-            log.info("%s: %d images (%s)", domain, sum(per_class.values()), per_class)
+            log.info("%s: %d files (%s)", domain, sum(per_class.values()), per_class)
 
 
 def domains_root(folder: Path, domains: list[str]) -> Path:
