@@ -25,10 +25,11 @@ from pydantic import (
 
 import align.data.sources  # noqa: F401  (registers every dataset)
 import align.methods  # noqa: F401  (registers every method)
+from align.data.download import DownloadConfig
 from align.data.registry import DATASETS
 from align.errors import UserError
 from align.methods.base import METHODS, resolve_config
-from align.schema import StrictModel
+from align.schema import NestedError, StrictModel, describe_errors
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -57,10 +58,16 @@ class DataConfig(StrictModel):
     shard_max_samples: PositiveInt = 1000
     jpeg_quality: int = Field(95, ge=1, le=100)
     loader_workers: int = Field(0, ge=0)
+    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
     hue_jitter: float | None = Field(None, ge=0, le=0.5)
     """Train-time ColorJitter hue strength; null: the dataset's own (DomainBed's 0.3, 0 for
     synthetic, whose background hue is the spurious cue that the benchmark is about)."""
-    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
+    download: DownloadConfig = DownloadConfig()
+    """Patience of the acquire stage's downloads (stall and retry time)."""
+    decode_workers: PositiveInt = 4
+    """Threads that decode raw images in the split and shard stages. Each holds one decoded image
+    (3 bytes per pixel: ~500 MB for a 13000 x 13000 PNG; JPEGs are decoded near store_size), so
+    this, not the machine's core count, bounds their memory."""
 
 
 DatasetsConfig = create_model(
@@ -118,6 +125,11 @@ class TrainConfig(StrictModel):
     checkpoint_every: PositiveInt = 50
 
 
+EMPTY_GRID = "empty, so nothing would be trained"
+"""A grid without methods, domains or seeds would run the data stages and report, train nothing
+and exit 0: refused instead."""
+
+
 class GridConfig(StrictModel):
     """What `dvc repro` / `snakemake` train: methods x domains x seeds of the configured dataset."""
 
@@ -125,15 +137,32 @@ class GridConfig(StrictModel):
     domains: list[str] | None = None
     """Training domains (each is also a test domain for the others); unset = every domain the
     dataset declares. params.yaml lists them because dvc.yaml builds its stage matrix from it."""
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[int] = [0]
 
     @field_validator("methods")
     @classmethod
     def _methods_are_registered(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError(f"{EMPTY_GRID}; list at least one method of {METHODS.names()}")
         unknown = [name for name in names if name not in METHODS]
         if unknown:
             raise ValueError(f"unknown {unknown}; known: {METHODS.names()}")
         return names
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_not_empty(cls, names: list[str] | None) -> list[str] | None:
+        if names == []:
+            raise ValueError(f"{EMPTY_GRID}; list the training domains, or remove the key for all"
+                             " the dataset's domains")
+        return names
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_not_empty(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError(f"{EMPTY_GRID}; list at least one seed, e.g. [0]")
+        return seeds
 
 
 MethodsConfig = create_model(
@@ -166,6 +195,9 @@ class Params(StrictModel):
     def _grid_domains_exist(self) -> Params:
         known = self.dataset_domains()
         if self.grid.domains is None:
+            if not known:  # e.g. the `folder` dataset without `domains`: found only on disk
+                raise NestedError([("grid.domains", f"{EMPTY_GRID}; list the training domains in "
+                                    f"grid.domains (or datasets.{self.dataset}.domains)")])
             grid = self.grid.model_copy(update={"domains": known})
             return self.model_copy(update={"grid": grid})
         unknown = [domain for domain in self.grid.domains if known and domain not in known]
@@ -208,15 +240,7 @@ class Params(StrictModel):
 
 def format_validation_error(error: ValidationError, source: str) -> str:
     """One line: every offending key with what was expected."""
-    parts = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against params.yaml's documented keys)"
-        elif "input" in item and not isinstance(item["input"], dict):
-            message += f" (got {item['input']!r})"
-        parts.append(f"{key}: {message}" if key else message)
+    parts = [f"{key}: {message}" if key else message for key, message in describe_errors(error)]
     return f"{source}: " + "; ".join(parts)
 
 
@@ -235,10 +259,17 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
             f"{path}: no such parameter file (run from the project root or pass --params)"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file; --params takes a YAML file") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
-    if raw is not None and not isinstance(raw, dict):
+    if not raw:
+        raise UserError(
+            f"{path}: has no settings (empty or only comments), which would silently run every "
+            "default; start from the project's params.yaml, which lists every key"
+        )
+    if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     return parse_params(raw, str(path))
 

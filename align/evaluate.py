@@ -5,7 +5,9 @@ comprehensiveness of the predicted class's Grad-CAM, the quality of Grad-CAM, of
 and of SAM's masks against the ground truth (datasets with masks), and the accuracy with the
 background outside each mask blurred (Sec. 4.1, Fig. 2). On every other domain (out of
 distribution, the paper's protocol: no retraining) it measures accuracy and AUC.
-One JSON per (run, target domain): `<run>/eval/<target>.json`.
+One JSON per (run, target domain): `<run>/eval/<target>.json`. The `eval/` folder is replaced as a
+whole: the old one is removed first and the new one written under a hidden name, renamed when every
+target is done, so a failed evaluation leaves no `eval/` that looks finished.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from align.metrics import (
 from align.models.trained import TrainedRun, load_trained
 from align.provenance import git_commit
 from align.runs import RUNS_ROOT, RunSpec, domain_shard_files, store_root
-from align.store import Store, materialize
+from align.store import Store, materialize, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ def evaluate_run(
     with store.locked(key):
         entry = store.verified(key)
         if entry is None:
+            # Until the new results are complete the run reads as not evaluated, so no report
+            # can pick up records of an earlier evaluation.
+            remove_tree(run_dir / EVAL_DIRNAME)
             staging = store.staging(key)
             store.clear_staging(key)
             for target in read_split(params, spec.dataset)["domains"]:
@@ -102,15 +107,15 @@ def evaluate_run(
                 write_json_atomically(staging / f"{target}.json", result, indent=2)
             write_json_atomically(staging / "identity.json", identity, indent=2)
             entry = store.finish(key)
-    folder = materialize(entry, run_dir / EVAL_DIRNAME, rewrite=partial(name_record, spec))
-    return sorted(path for path in folder.glob("*.json") if path.name != "identity.json")
+    # The folder holds one record per target domain; the identity stays in the store.
+    folder = materialize(entry, run_dir / EVAL_DIRNAME, rewrite=partial(name_record, spec),
+                         skip=("identity.json",))
+    return sorted(folder.glob("*.json"))
 
 
 def name_record(spec: RunSpec, name: str, content: bytes) -> bytes:
     """A stored eval record with the spec of the run folder it is linked into (a stored
-    evaluation can serve two names of one experiment); other files unchanged."""
-    if name == "identity.json":
-        return content
+    evaluation can serve two names of one experiment)."""
     record = json.loads(content)
     record.update(dict(zip(RECORD_SPEC_FIELDS, astuple(spec), strict=True)))
     return (json.dumps(record, indent=2) + "\n").encode()

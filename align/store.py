@@ -134,8 +134,10 @@ def materialize(
     entry: Path,
     named: Path,
     rewrite: Callable[[str, bytes], bytes] | None = None,
+    skip: tuple[str, ...] = (),
 ) -> Path:
-    """Replace the folder `named` by the files of the stored `entry` (its manifest's files).
+    """Replace the folder `named` by the files of the stored `entry` (its manifest's files but
+    those named in `skip`).
 
     Files are hard-linked (copied across file systems), or written through `rewrite(name, bytes)`
     when given (e.g. to stamp a requested name into JSON). The new folder appears by one rename,
@@ -145,6 +147,8 @@ def materialize(
     staging = named.with_name(f".{named.name}.partial")
     remove_tree(staging)
     for name in manifest_of(entry):
+        if name in skip:
+            continue
         source, target = entry / name, staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if rewrite is not None:

@@ -9,6 +9,7 @@ from align.cli import main
 from align.config import load_params, params_hash, parse_params
 from align.data.transforms import sample_augmentation
 from align.errors import UserError
+from align.methods.base import resolve_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +91,83 @@ def test_hue_jitter_defaults_to_the_datasets_own_and_can_be_set():
     plain = sample_augmentation(40, 40, torch.Generator().manual_seed(1), hue_jitter=0.0)
     assert plain.hue == 0 and jittered.hue != 0
     assert dataclasses.replace(jittered, hue=0.0) == plain  # every other draw is unchanged
+
+
+@pytest.mark.parametrize(
+    ("per_dataset", "expected"),
+    [
+        # A misspelt dataset name would leave the paper's Terra lambdas unapplied.
+        ({"terra_incognito": {"lambda3": 0.2}},
+         "methods.align.per_dataset.terra_incognito: not a dataset (known: folder, synthetic,"),
+        # Overrides of every listed dataset are checked, not only the active one's.
+        ({"vlcs": {"lambda33": 0.2}}, "methods.align.per_dataset.vlcs.lambda33: unknown key"),
+        ({"vlcs": {"lambda3": -1}},
+         "methods.align.per_dataset.vlcs.lambda3: Input should be greater than or equal to 0"),
+        ({"synthetic": {"warmup_steps": "soon"}},
+         "methods.align.per_dataset.synthetic.warmup_steps: Input should be a valid integer"),
+        ({"vlcs": {"per_dataset": {}}}, "methods.align.per_dataset.vlcs.per_dataset: cannot"),
+    ],
+)
+def test_per_dataset_overrides_are_validated_when_params_are_loaded(per_dataset, expected):
+    with pytest.raises(UserError) as caught:
+        parse_params({"methods": {"align": {"per_dataset": per_dataset}}})
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_override_fails_check_params_in_one_line(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(
+        {"methods": {"dre": {"per_dataset": {"synthetic": {"lambda_regg": 0.3}}}}}
+    ))
+    assert main(["--params", str(params), "check-params"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "methods.dre.per_dataset.synthetic.lambda_regg: unknown key" in err
+
+
+def test_valid_overrides_still_apply_to_their_dataset_only():
+    params = parse_params({"dataset": "vlcs", "methods": {"sgt": {"per_dataset": {
+        "vlcs": {"kl_weight": 2.0}, "terra_incognita": {"masked_fraction": 0.3}}}}})
+    resolved = resolve_config("sgt", params.methods.sgt.model_dump(), "vlcs")
+    assert resolved.kl_weight == 2.0 and resolved.masked_fraction == 0.5
+
+
+@pytest.mark.parametrize("text", ["", "# all commented out\n", "{}\n"])
+def test_an_empty_params_file_is_refused(tmp_path, capsys, text):
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(UserError, match="has no settings") as caught:
+        load_params(params)
+    assert str(params) in str(caught.value) and "params.yaml" in str(caught.value)
+    assert main(["--params", str(params), "check-params"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"grid": {"methods": []}}, "grid.methods: empty, so nothing would be trained; list"),
+        ({"grid": {"domains": []}}, "grid.domains: empty, so nothing would be trained; list"),
+        ({"grid": {"seeds": []}}, "grid.seeds: empty, so nothing would be trained; list"),
+        # The folder dataset declares no domains unless told: the grid would resolve to none.
+        ({"dataset": "folder", "datasets": {"folder": {"root": "/data/pacs"}}},
+         "grid.domains: empty, so nothing would be trained; list the training domains in"
+         " grid.domains (or datasets.folder.domains)"),
+    ],
+)
+def test_an_empty_grid_is_refused_naming_the_key_to_fill(raw, expected):
+    with pytest.raises(UserError) as caught:
+        parse_params(raw)
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_binary_params_file_is_one_line(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(UserError, match="not a UTF-8 text file"):
+        load_params(params)
+    assert main(["--params", str(params), "check-params"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(params) in err

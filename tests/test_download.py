@@ -1,7 +1,9 @@
-"""Downloads from a real HTTP server on 127.0.0.1 that cuts transfers short and fails on cue."""
+"""Downloads from real servers on 127.0.0.1 that cut transfers short, stall, trickle, stay silent
+or refuse, and fail on cue."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -10,6 +12,7 @@ import re
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from align.config import parse_params
 from align.data import download as download_module
 from align.data.download import (
     download,
@@ -29,8 +33,9 @@ from align.data.download import (
 )
 from align.errors import UserError
 
-BLOB = bytes(range(256)) * 400  # 100 KiB, several chunks
+BLOB = gzip.compress(random.Random(0).randbytes(100_000), mtime=0)  # 100 KiB .gz, several chunks
 BLOB_SHA256 = hashlib.sha256(BLOB).hexdigest()
+HTML = b"<!DOCTYPE html>\n<html><body>Download quota exceeded. Sign in.</body></html>\n"
 
 
 @dataclass
@@ -38,7 +43,8 @@ class ServerState:
     base_url: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, list[str]] = field(default_factory=dict)
-    """Per path, what the next requests do: "503", "ignore-range" or "drop-after-<bytes>"."""
+    """Per path, what the next requests do: "503", "503-retry-after" (asks to wait an hour),
+    "ignore-range", "drop-after-<bytes>" or "trickle" (a byte every 0.1 s)."""
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     """(path, Range header) of every request, in order."""
 
@@ -55,8 +61,12 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         state.requests.append((path, range_header))
         fault = state.faults[path].pop(0) if state.faults.get(path) else ""
-        if fault == "503":
-            self.send_error(503)
+        if fault.startswith("503"):
+            self.send_response(503)
+            if fault == "503-retry-after":
+                self.send_header("Retry-After", "3600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if path not in state.files:
             self.send_error(404)
@@ -75,6 +85,15 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         payload = body[start:]
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if fault == "trickle":
+            try:
+                for byte in payload[:50]:  # the client gives up long before
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it did
+            return
         if fault.startswith("drop-after-"):
             # Announce the whole length, send a prefix, hang up: an interrupted transfer.
             self.wfile.write(payload[: int(fault.removeprefix("drop-after-"))])
@@ -98,6 +117,11 @@ def server() -> Iterator[ServerState]:
     thread.join()
 
 
+def fetch(url: str, dest: Path, **options) -> Path:
+    """`download` with the lock file beside `dest` (unused where a sha256 is given)."""
+    return download(url, dest, lock_file=dest.parent / "checksums.json", **options)
+
+
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the back-off delays instead of waiting them out."""
@@ -119,12 +143,13 @@ def test_first_download_records_its_checksum_and_later_ones_are_verified(
     assert json.loads(lock.read_text()) == {"test:blob.bin": BLOB_SHA256, "zzz:other.tar": "f" * 64}
     assert lock.read_text().index("test:blob.bin") < lock.read_text().index("zzz:other.tar")
 
-    server.files["/blob.bin"] = b"the file changed upstream"
+    changed = gzip.compress(b"the file changed upstream", mtime=0)
+    server.files["/blob.bin"] = changed
     other = tmp_path / "dl" / "again.bin"
     with pytest.raises(UserError) as error:
         download(server.url("/blob.bin"), other, checksum_key="test:blob.bin", lock_file=lock)
     message = str(error.value)
-    got = hashlib.sha256(b"the file changed upstream").hexdigest()
+    got = hashlib.sha256(changed).hexdigest()
     assert str(other) in message and BLOB_SHA256 in message and got in message
     assert not other.exists() and not partial_path(other).exists()
     assert json.loads(lock.read_text())["test:blob.bin"] == BLOB_SHA256
@@ -133,8 +158,8 @@ def test_first_download_records_its_checksum_and_later_ones_are_verified(
 def test_a_verified_download_is_not_fetched_again(server: ServerState, tmp_path: Path) -> None:
     server.files["/blob.bin"] = BLOB
     dest = tmp_path / "blob.bin"
-    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
-    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    fetch(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    fetch(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
     assert len(server.requests) == 1
 
 
@@ -145,11 +170,11 @@ def test_an_interrupted_transfer_resumes_with_a_range_request(
     monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["drop-after-30000"]
-    dest = download(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
-                    backoff_s=0.01)
+    dest = fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
+                 backoff_s=0.01)
     assert dest.read_bytes() == BLOB
     assert server.requests == [("/blob.bin", None), ("/blob.bin", "bytes=30000-")]
-    assert no_sleep == [0.01]
+    assert no_sleep == []  # urllib3's back-off: the first retry follows at once
 
 
 def test_a_partial_file_left_by_an_earlier_run_is_resumed(
@@ -158,7 +183,7 @@ def test_a_partial_file_left_by_an_earlier_run_is_resumed(
     server.files["/blob.bin"] = BLOB
     dest = tmp_path / "blob.bin"
     partial_path(dest).write_bytes(BLOB[:12345])
-    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    fetch(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
     assert dest.read_bytes() == BLOB
     assert server.requests == [("/blob.bin", "bytes=12345-")]
 
@@ -170,7 +195,7 @@ def test_a_server_that_ignores_range_makes_the_download_restart_from_zero(
     server.faults["/blob.bin"] = ["ignore-range"]
     dest = tmp_path / "blob.bin"
     partial_path(dest).write_bytes(b"stale bytes of something else")
-    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    fetch(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
     assert dest.read_bytes() == BLOB
 
 
@@ -180,20 +205,30 @@ def test_a_partial_file_longer_than_the_file_is_discarded(
     server.files["/blob.bin"] = BLOB
     dest = tmp_path / "blob.bin"
     partial_path(dest).write_bytes(BLOB + b"junk")
-    download(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
+    fetch(server.url("/blob.bin"), dest, sha256=BLOB_SHA256)
     assert dest.read_bytes() == BLOB
+
+
+def test_a_download_cut_many_times_gets_its_retries_back_after_each_progress(
+    server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["drop-after-20000"] * 4
+    dest = fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256, retries=1)
+    assert dest.read_bytes() == BLOB and len(server.requests) == 5
 
 
 def test_server_errors_are_retried_with_exponential_back_off(
     server: ServerState, tmp_path: Path, no_sleep: list[float]
 ) -> None:
     server.files["/blob.bin"] = BLOB
-    server.faults["/blob.bin"] = ["503", "503"]
-    dest = download(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
-                    backoff_s=0.5)
+    server.faults["/blob.bin"] = ["503", "503", "503"]
+    dest = fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
+                 backoff_s=0.5)
     assert dest.read_bytes() == BLOB
-    assert no_sleep == [0.5, 1.0]
-    assert len(server.requests) == 3
+    assert no_sleep == [1.0, 2.0]  # none before the first retry, then backoff_s * 2**(n-1)
+    assert len(server.requests) == 4
 
 
 def test_giving_up_names_the_url_and_the_offline_params(
@@ -202,11 +237,11 @@ def test_giving_up_names_the_url_and_the_offline_params(
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["503"] * 10
     url = server.url("/blob.bin")
-    with pytest.raises(UserError, match="after 3 attempts") as error:
-        download(url, tmp_path / "blob.bin", retries=2, backoff_s=0.01)
+    with pytest.raises(UserError, match="gave up after 3 failed attempts") as error:
+        fetch(url, tmp_path / "blob.bin", retries=2, backoff_s=0.01)
     assert url in str(error.value) and "archive" in str(error.value)
     assert "\n" not in str(error.value)
-    assert len(server.requests) == 3 and no_sleep == [0.01, 0.02]
+    assert len(server.requests) == 3 and no_sleep == [0.02]
 
 
 def test_an_unreachable_host_is_a_user_error(tmp_path: Path, no_sleep: list[float]) -> None:
@@ -215,13 +250,13 @@ def test_an_unreachable_host_is_a_user_error(tmp_path: Path, no_sleep: list[floa
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/VLCS.tar.gz"
     with pytest.raises(UserError, match=re.escape(url)):
-        download(url, tmp_path / "VLCS.tar.gz", retries=1, offline_hint="set datasets.x.archive")
+        fetch(url, tmp_path / "VLCS.tar.gz", retries=1, offline_hint="set datasets.x.archive")
     assert not (tmp_path / "VLCS.tar.gz").exists()
 
 
 def test_a_missing_file_is_not_retried(server: ServerState, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="404"):
-        download(server.url("/nothing.tar.gz"), tmp_path / "nothing.tar.gz")
+        fetch(server.url("/nothing.tar.gz"), tmp_path / "nothing.tar.gz")
     assert len(server.requests) == 1
 
 
@@ -229,7 +264,7 @@ def test_a_wrong_sha256_deletes_the_download(server: ServerState, tmp_path: Path
     server.files["/blob.bin"] = BLOB
     dest = tmp_path / "blob.bin"
     with pytest.raises(UserError, match="checksum mismatch") as error:
-        download(server.url("/blob.bin"), dest, sha256="0" * 64)
+        fetch(server.url("/blob.bin"), dest, sha256="0" * 64)
     assert "0" * 64 in str(error.value) and BLOB_SHA256 in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -254,7 +289,7 @@ def test_gdrive_downloads_through_gdown_and_shares_the_checksum_policy(
     assert json.loads(lock.read_text()) == {"vlcs:x": BLOB_SHA256}
     assert sorted(path.name for path in dest.parent.iterdir()) == ["VLCS.tar.gz"]
 
-    server.files["/uc"] = b"a different file"
+    server.files["/uc"] = gzip.compress(b"a different file", mtime=0)
     again = tmp_path / "dl2" / "VLCS.tar.gz"
     with pytest.raises(UserError, match="checksum mismatch"):
         download_gdrive("FILE_ID", again, checksum_key="vlcs:x", lock_file=lock)
@@ -267,6 +302,7 @@ def test_gdrive_failure_is_a_user_error_with_the_offline_hint(
     monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
     with pytest.raises(UserError, match="set datasets.vlcs.archive"):
         download_gdrive("NOPE", tmp_path / "VLCS.tar.gz", retries=0,
+                        lock_file=tmp_path / "checksums.json",
                         offline_hint="set datasets.vlcs.archive")
 
 
@@ -363,3 +399,169 @@ def test_scratch_folder_is_emptied_before_and_removed_after(tmp_path: Path) -> N
     with scratch_folder(raw_dir) as scratch:
         assert scratch.parent == tmp_path and list(scratch.iterdir()) == []
     assert not scratch.exists()
+
+
+# Bad payloads, bad URLs, and servers that never finish ----------------------------------------
+
+
+def test_an_html_page_served_with_200_is_refused_and_not_pinned(
+    server: ServerState, tmp_path: Path
+) -> None:
+    lock = tmp_path / "checksums.json"
+    server.files["/VLCS.tar.gz"] = HTML  # a quota, login or captive-portal page
+    dest = tmp_path / "dl" / "VLCS.tar.gz"
+    with pytest.raises(UserError, match="got an HTML page") as error:
+        download(server.url("/VLCS.tar.gz"), dest, checksum_key="vlcs:x", lock_file=lock)
+    assert server.url("/VLCS.tar.gz") in str(error.value) and "\n" not in str(error.value)
+    assert not lock.exists() and list(dest.parent.iterdir()) == []
+
+    server.files["/VLCS.tar.gz"] = BLOB  # the real archive, later, is accepted and pinned
+    download(server.url("/VLCS.tar.gz"), dest, checksum_key="vlcs:x", lock_file=lock)
+    assert json.loads(lock.read_text()) == {"vlcs:x": BLOB_SHA256}
+
+
+def test_a_payload_that_is_no_archive_is_refused_even_with_a_matching_sha256(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/x.tar.gz"] = b"plain text"
+    with pytest.raises(UserError, match=r"not a tar, gzip, bzip2, xz or zip archive"):
+        fetch(server.url("/x.tar.gz"), tmp_path / "x.tar.gz",
+              sha256=hashlib.sha256(b"plain text").hexdigest())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("maker", [
+    lambda: BLOB,
+    lambda: make_tar_bytes("w"),
+    lambda: make_tar_bytes("w:bz2"),
+    lambda: make_tar_bytes("w:xz"),
+    lambda: make_zip_bytes(),
+])
+def test_every_archive_format_extract_archive_reads_is_accepted(
+    server: ServerState, tmp_path: Path, maker
+) -> None:
+    server.files["/archive"] = maker()
+    fetch(server.url("/archive"), tmp_path / "archive", checksum_key="k")
+    assert json.loads((tmp_path / "checksums.json").read_text())["k"]
+
+
+def test_a_stale_html_download_is_not_pinned_when_reused(
+    server: ServerState, tmp_path: Path
+) -> None:
+    dest = tmp_path / "VLCS.tar.gz"
+    dest.write_bytes(HTML)  # left by an earlier version that did not check
+    server.files["/VLCS.tar.gz"] = BLOB
+    fetch(server.url("/VLCS.tar.gz"), dest, checksum_key="vlcs:x")
+    assert dest.read_bytes() == BLOB
+    assert json.loads((tmp_path / "checksums.json").read_text()) == {"vlcs:x": BLOB_SHA256}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ftp://example.org/VLCS.tar.gz", "only http:// and https:// URLs can be downloaded"),
+        ("VLCS.tar.gz", "only http:// and https:// URLs can be downloaded"),
+        ("http://[::1/VLCS.tar.gz", "malformed URL"),
+        ("http://example.org:port/VLCS.tar.gz", "malformed URL"),
+        ("http:///VLCS.tar.gz", "the URL names no host"),
+        ("https://example.org/my file.tar.gz", "spaces must be escaped as %20"),
+    ],
+)
+def test_a_bad_url_is_one_line_in_params_and_in_download(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    with pytest.raises(UserError) as error:
+        fetch(url, tmp_path / "VLCS.tar.gz", offline_hint="set datasets.vlcs.archive")
+    assert expected in str(error.value) and "datasets.vlcs.archive" in str(error.value)
+    with pytest.raises(UserError) as error:
+        parse_params({"datasets": {"vlcs": {"url": url}}})
+    assert f"datasets.vlcs.url: {expected}" in str(error.value)
+    with pytest.raises(UserError, match=f"datasets.terra_incognita.images_url: {expected}"):
+        parse_params({"datasets": {"terra_incognita": {"images_url": url}}})
+
+
+def test_a_trickling_server_fails_as_stalled_and_keeps_what_arrived(
+    server: ServerState, tmp_path: Path
+) -> None:
+    # One byte every 0.1 s is far below 1 KiB per stall_s: stalled, resumed, stalled, given up.
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["trickle"] * 10
+    started = time.monotonic()
+    with pytest.raises(UserError, match="stalled") as error:
+        fetch(server.url("/blob.bin"), tmp_path / "blob.bin", stall_s=0.5, retry_s=0.8,
+              backoff_s=0.01)
+    assert time.monotonic() - started < 4
+    assert "data.download" in str(error.value) and "\n" not in str(error.value)
+    assert len(server.requests) >= 2
+    assert all(range_header for _, range_header in server.requests[1:])  # resumed each time
+    assert 0 < partial_path(tmp_path / "blob.bin").stat().st_size < 30
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A server that accepts connections (the kernel completes them) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/VLCS.tar.gz"
+
+
+def test_a_silent_server_fails_within_the_retry_budget(silent_url: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(UserError, match="timed out") as error:
+        fetch(silent_url, tmp_path / "VLCS.tar.gz", stall_s=0.2, retry_s=0.5, backoff_s=0.05)
+    elapsed = time.monotonic() - started
+    assert 0.4 < elapsed < 3  # retried, but not past the budget (the default takes 2 minutes)
+    assert "gave up after" in str(error.value) and silent_url in str(error.value)
+
+
+def test_a_refused_connection_is_reported_in_seconds(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(UserError, match="refused"):
+        fetch(f"http://127.0.0.1:{port}/VLCS.tar.gz", tmp_path / "VLCS.tar.gz", backoff_s=0.2)
+    # CONNECT_RETRIES: two quick retries (no wait, then 0.4 s), with the default 2-minute budget.
+    assert time.monotonic() - started < 3
+
+
+def test_retries_stop_at_the_budget_whatever_the_count_or_retry_after(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["503-retry-after"] * 1000
+    started = time.monotonic()
+    with pytest.raises(UserError, match="HTTP 503") as error:
+        fetch(server.url("/blob.bin"), tmp_path / "blob.bin", retries=1000, retry_s=0.5)
+    assert time.monotonic() - started < 3  # the server asked for an hour
+    assert "retry_s = 0.5" in str(error.value)
+
+
+def test_a_trickling_google_drive_download_is_cancelled_as_stalled(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    server.files["/uc"] = BLOB
+    server.faults["/uc"] = ["trickle"] * 10
+    started = time.monotonic()
+    with pytest.raises(UserError, match="stalled"):
+        download_gdrive("FILE_ID", tmp_path / "VLCS.tar.gz", lock_file=tmp_path / "lock.json",
+                        stall_s=0.5, retries=0)
+    assert time.monotonic() - started < 4
+
+
+def make_tar_bytes(mode: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        info = tarfile.TarInfo("VLCS/a.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    return buffer.getvalue()
+
+
+def make_zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zip_file:
+        zip_file.writestr("VLCS/a.jpg", b"abc")
+    return buffer.getvalue()

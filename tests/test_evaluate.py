@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ from conftest import with_sections
 from sklearn.metrics import accuracy_score
 
 from align.cli import main
+from align.config import parse_params
 from align.data.loader import make_loader
+from align.errors import UserError
 from align.evaluate import blur_background, eval_path, evaluate_run, masker_blur_accuracy
 from align.models.trained import load_trained
 from align.runs import RunSpec
@@ -85,3 +88,38 @@ def test_masker_blur_accuracy_and_the_cli(trained, capsys):
                  "--runs-root", str(runs_root)])
     assert code == 2
     assert "tiles" in capsys.readouterr().err
+
+
+def test_a_damaged_shard_is_one_line_and_leaves_no_evaluation_that_looks_finished(
+    trained, tmp_path, capsys
+):
+    params, runs_root, specs = trained
+    shutil.copytree(params.data.root, tmp_path / "data")
+    shutil.copytree(runs_root, tmp_path / "runs")
+    raw = params.model_dump(mode="json")
+    raw["data"]["root"] = str(tmp_path / "data")
+    damaged = parse_params(raw)
+    # The second target domain's shard: the first target's JSON would be written before it fails.
+    shard = tmp_path / "data" / "shards" / "synthetic" / "noise" / "test-000000.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    run_dir = specs["erm"].named_dir(tmp_path / "runs")
+    assert (run_dir / "eval" / "gradient.json").is_file()  # an earlier evaluation
+
+    with pytest.raises(UserError, match="dvc repro shard") as caught:
+        evaluate_run(damaged, specs["erm"], tmp_path / "runs", show_progress=False)
+    assert str(caught.value).startswith(f"{shard}: ") and "\n" not in str(caught.value)
+    assert not (run_dir / "eval").exists()
+    assert not [path.name for path in run_dir.iterdir() if "eval" in path.name]
+
+
+def test_evaluation_writes_the_eval_folder_as_a_whole(trained, tmp_path):
+    params, runs_root, specs = trained
+    shutil.copytree(runs_root, tmp_path / "runs")
+    run_dir = specs["erm"].named_dir(tmp_path / "runs")
+    (run_dir / "eval" / "retired_domain.json").write_text("{}")  # a domain no longer in the split
+    written = evaluate_run(params, specs["erm"], tmp_path / "runs", show_progress=False)
+    assert written == [eval_path(run_dir, domain) for domain in ("gradient", "noise")]
+    assert sorted(path.name for path in (run_dir / "eval").iterdir()) == [
+        "gradient.json", "noise.json"
+    ]
+    assert not [path.name for path in run_dir.iterdir() if path.name.startswith(".eval")]

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,8 @@ def test_two_workers_give_every_sample_once_and_the_same_batches(vlcs: Params) -
 
 def test_missing_shards_name_the_command_to_run(tmp_path: Path) -> None:
     params = make_params(tmp_path, datasets={"vlcs": {"domains": VLCS_DOMAINS}})
-    with pytest.raises(UserError, match=r"run `align shard --dataset vlcs` \(or `dvc repro`\)"):
+    remedy = r"run `align shard --dataset vlcs` \(or `dvc repro shard`\)"
+    with pytest.raises(UserError, match=remedy):
         make_loader(params, "vlcs", "LabelMe", "train", train=True, batch_size=4)
 
 
@@ -283,3 +285,43 @@ def test_normalize_round_trip() -> None:
     assert torch.allclose(denormalize(normalize(pixels)), pixels, atol=1e-6)
     grey = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     assert torch.allclose(normalize(grey), torch.zeros(1, 3, 2, 2), atol=1e-6)
+
+
+def damaged_copy(params: Params, tmp_path: Path) -> tuple[Params, Path]:
+    """A copy of `params`' data root, and the path of the second test shard of Caltech101."""
+    shutil.copytree(params.data.root, tmp_path / "data")
+    copy = params.model_copy(
+        update={"data": params.data.model_copy(update={"root": tmp_path / "data"})}
+    )
+    return copy, tmp_path / "data" / "shards" / "vlcs" / "Caltech101" / "test-000001.tar"
+
+
+def damage_first_image(shard: Path) -> None:
+    """Overwrite the start of the shard's first image with zeros; the tar stays readable."""
+    with tarfile.open(shard) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(".jpg"))
+    with shard.open("r+b") as file:
+        file.seek(member.offset_data)
+        file.write(bytes(16))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (lambda shard: shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2]),
+         "truncated or damaged"),
+        (damage_first_image, "cannot be decoded"),
+    ],
+)
+def test_a_damaged_shard_names_itself_and_the_stage_to_rerun(
+    vlcs: Params, tmp_path: Path, workers: int, damage, what: str
+) -> None:
+    params, shard = damaged_copy(with_workers(vlcs, workers), tmp_path)
+    damage(shard)
+    loader = make_loader(params, "vlcs", "Caltech101", "test", train=False, batch_size=4)
+    with pytest.raises(UserError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert message.startswith(f"{shard}: ") and what in message and "\n" not in message
+    assert "align shard --dataset vlcs" in message and "dvc repro shard" in message

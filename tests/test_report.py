@@ -14,6 +14,7 @@ import torch
 from conftest import make_params, with_sections
 from PIL import Image
 
+from align.cli import main
 from align.config import Params
 from align.device import pick_device
 from align.provenance import provenance
@@ -31,6 +32,8 @@ from align.report.tables import (
 )
 from align.runs import RunSpec
 from align.train import train_run
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 DOMAINS = ["gradient", "noise"]
 SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
@@ -270,3 +273,14 @@ def test_mask_gallery_says_why_sam_masks_are_missing(report):
     figure = mask_gallery_figure(collect_evaluations(params, runs), STAMP, pick_device())
     texts = " ".join(t.get_text().replace("\n", " ") for ax in figure.axes for t in ax.texts)
     assert "no SAM mask status" in texts
+
+
+def test_results_pointing_at_a_file_is_one_line(tmp_path, capsys):
+    results = tmp_path / "results.csv"
+    results.write_text("a file, not a folder\n")
+    code = main(["--params", str(PROJECT / "params.yaml"), "report",
+                 "--runs-root", str(tmp_path / "runs"), "--results", str(results)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--results {results}: a file" in err
+    assert results.read_text() == "a file, not a folder\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tarfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -342,3 +343,25 @@ def test_device_is_cuda_only_when_available(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_sam_device("auto") == torch.device("cuda")
     assert pick_sam_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "image bytes"])
+def test_a_damaged_image_shard_names_itself_and_the_stage_to_rerun(
+    masked: Params, tmp_path: Path, damage: str
+) -> None:
+    params = with_root(masked, tmp_path / "data")
+    shard = tmp_path / "data" / "shards" / "synthetic" / "noise" / "train-000001.tar"
+    if damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    else:
+        with tarfile.open(shard) as archive:
+            member = next(m for m in archive.getmembers() if m.name.split(".", 1)[1] == "png")
+        with shard.open("r+b") as file:
+            file.seek(member.offset_data)
+            file.write(bytes(16))
+    with pytest.raises(UserError) as caught:
+        write_sam_masks(params, "synthetic")
+    message = str(caught.value)
+    assert message.startswith(f"{shard}: ") and "\n" not in message
+    assert "align shard --dataset synthetic" in message and "dvc repro shard" in message
+    assert not (sam_mask_root(params, "synthetic") / "status.json").exists()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import struct
 import tarfile
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ from PIL import Image
 
 import align.data.shards
 from align.config import Params
+from align.data.images import decode_8bit
 from align.data.loader import make_loader
 from align.data.shards import write_shards
 from align.data.split import write_split
@@ -171,3 +177,89 @@ def test_each_shard_is_a_plain_tar(vlcs: Params) -> None:
     with tarfile.open(shard) as archive:
         names = archive.getnames()
     assert len(names) == 3 * 10 and all(name.count(".") == 1 for name in names)
+
+
+def png_bytes(samples: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG written by hand (PIL cannot write 16-bit colour): `samples` (H, W[, C])."""
+    height, width = samples.shape[:2]
+    rows = samples.astype(">u2").reshape(height, -1)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)  # filter type 0 on every row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_images_are_scaled_to_eight_bits_not_clipped(tmp_path: Path) -> None:
+    raw = tmp_path / "raw" / "vlcs" / "D" / "scan"
+    raw.mkdir(parents=True)
+    size = (8, 8)
+    # 16-bit grayscale PNG (PIL mode I;16), TIFF (I;16) and a 32-bit integer TIFF (mode I).
+    Image.fromarray(np.full(size, 128 * 257, np.uint16)).save(raw / "gray16.png")
+    Image.fromarray(np.full(size, 64 * 257, np.uint16)).save(raw / "gray16.tif")
+    Image.fromarray(np.full(size, 32 * 257, np.int32)).save(raw / "int32.tif")
+    rgb = np.empty((*size, 3), np.uint16)
+    rgb[...] = (200 * 257, 100 * 257, 10 * 257)
+    (raw / "rgb16.png").write_bytes(png_bytes(rgb, colour_type=2))
+    # Floating-point samples have no range to scale from: refused, with the reason in the report.
+    Image.fromarray(np.full(size, 0.5, np.float32)).save(raw / "float.tif")
+    params = make_params(tmp_path, data={"store_size": 8, "image_size": 8},
+                         datasets={"vlcs": {"domains": ["D"]}})
+
+    _, report_file = write_split(params, "vlcs")
+    write_shards(params, "vlcs")
+
+    skipped = json.loads(report_file.read_text())["skipped"]
+    assert [item["path"] for item in skipped] == ["D/scan/float.tif"]
+    assert "floating-point" in skipped[0]["reason"]
+    folder = tmp_path / "shards" / "vlcs" / "D"
+    stored = {
+        json.loads(sample["json"])["path"]: np.asarray(Image.open(io.BytesIO(sample["png"])))
+        for shard in sorted(folder.glob("*.tar"))
+        for sample in read_samples(shard)
+    }
+    expected = {"gray16.png": (128,) * 3, "gray16.tif": (64,) * 3, "int32.tif": (32,) * 3,
+                "rgb16.png": (200, 100, 10)}
+    assert set(stored) == {f"D/scan/{name}" for name in expected}
+    for name, pixel in expected.items():
+        image = stored[f"D/scan/{name}"]
+        assert image.shape == (8, 8, 3) and (image == pixel).all(), name
+
+
+def test_decoding_is_bounded_by_decode_workers_not_by_the_cpu_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    masked_params(tmp_path)  # the raw tree
+    params = make_params(tmp_path, data={"store_size": 10, "image_size": 10, "decode_workers": 2},
+                         datasets={"synthetic": {"domains": ["noise"]}},
+                         grid={"domains": ["noise"]})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    threads: set[int] = set()
+    real_open = Image.open
+
+    def recording_open(*args, **kwargs):
+        threads.add(threading.get_ident())
+        time.sleep(0.01)  # long enough for every worker of the pool to pick up an image
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", recording_open)
+    write_split(params, "synthetic")
+    assert len(threads) <= 2
+    threads.clear()
+    write_shards(params, "synthetic")
+    assert len(threads) <= 2  # only the pool decodes; this thread writes the tar files
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale(tmp_path: Path) -> None:
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (2048, 1024), (90, 120, 200)).save(path)
+    with Image.open(path) as source:
+        decoded = decode_8bit(source, min_size=100)
+    # 1/8 scale keeps both sides >= 100; a full decode would hold 16x the pixels.
+    assert decoded.size == (256, 128)
+    with Image.open(path) as source:
+        assert decode_8bit(source, min_size=300).size == (1024, 512)  # 1/4 would make 256 < 300

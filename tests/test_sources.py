@@ -21,6 +21,7 @@ from PIL import Image
 from align.data import download as download_module
 from align.data.acquire import acquire_dataset
 from align.data.sources.folder import Folder, FolderConfig
+from align.data.split import write_split
 from align.errors import UserError
 
 VLCS_DOMAINS = ["Caltech101", "LabelMe", "SUN09"]  # the fixture has no VOC2007
@@ -71,7 +72,8 @@ def make_vlcs_archive(vlcs_mini: Path, path: Path) -> Path:
 
 
 def acquire(project: Path, dataset: str, config: dict[str, Any]) -> Path:
-    params = make_params(project / "data", dataset=dataset, datasets={dataset: config})
+    # The grid stays the default dataset's: `folder` without `domains` could not be a grid.
+    params = make_params(project / "data", datasets={dataset: config})
     return acquire_dataset(params, dataset)
 
 
@@ -97,6 +99,22 @@ def test_vlcs_downloads_verifies_and_lays_out_the_archive(
     # The verified download is reused: the server's copy is no longer needed.
     archive.unlink()
     assert relative_files(acquire(project, "vlcs", config)) == relative_files(vlcs_mini)
+
+
+def test_the_checksum_lock_file_lives_in_the_data_root_not_the_working_directory(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path, tmp_path: Path
+) -> None:
+    folder, base_url = served
+    archive = make_vlcs_archive(vlcs_mini, folder / "VLCS.tar.gz")
+    root = tmp_path / "scratch" / "data"  # data.root elsewhere than <cwd>/data
+    params = make_params(root, datasets={"vlcs": {"url": f"{base_url}/VLCS.tar.gz",
+                                                  "domains": VLCS_DOMAINS}})
+    acquire_dataset(params, "vlcs")
+    assert json.loads((root / "checksums.json").read_text()) == {
+        "vlcs:VLCS.tar.gz": sha256_of(archive)
+    }
+    assert (root / "downloads" / "VLCS.tar.gz").is_file()
+    assert list(project.iterdir()) == []  # nothing written in the working directory
 
 
 def test_vlcs_download_that_differs_from_the_lock_file_is_refused(
@@ -313,7 +331,7 @@ def test_folder_source_on_vlcs_mini(project: Path, vlcs_mini: Path) -> None:
     assert relative_files(raw) == relative_files(vlcs_mini)
 
 
-def test_folder_source_keeps_images_only_and_links_them(project: Path, tmp_path: Path) -> None:
+def test_folder_source_links_every_visible_file(project: Path, tmp_path: Path) -> None:
     root = tmp_path / "pacs"
     files = {
         "photo/dog/a.JPG": tiny_jpeg(1), "photo/dog/b.png": b"png", "photo/dog/notes.txt": b"x",
@@ -326,14 +344,17 @@ def test_folder_source_keeps_images_only_and_links_them(project: Path, tmp_path:
         (root / relpath).write_bytes(data)
     assert Folder(FolderConfig(root=root)).domains() == ["photo", "sketch"]
     raw = acquire(project, "folder", {"root": str(root)})
+    # Non-images too: the split decides what is usable and reports the rest with a reason.
     assert relative_files(raw) == {
-        "photo/dog/a.JPG", "photo/dog/b.png", "sketch/dog/c.webp", "sketch/cat/d.Jpeg",
-        "sketch/cat/e.bmp",
+        "photo/dog/a.JPG", "photo/dog/b.png", "photo/dog/notes.txt", "photo/dog/Thumbs.db",
+        "sketch/dog/c.webp", "sketch/cat/d.Jpeg", "sketch/cat/e.bmp", "sketch/README.md",
     }
     assert (raw / "photo/dog/a.JPG").stat().st_ino == (root / "photo/dog/a.JPG").stat().st_ino
 
     raw = acquire(project, "folder", {"root": str(root), "domains": ["sketch"]})
-    assert relative_files(raw) == {"sketch/dog/c.webp", "sketch/cat/d.Jpeg", "sketch/cat/e.bmp"}
+    assert relative_files(raw) == {
+        "sketch/dog/c.webp", "sketch/cat/d.Jpeg", "sketch/cat/e.bmp", "sketch/README.md",
+    }
 
 
 def test_folder_source_without_root_says_what_to_set(project: Path) -> None:
@@ -346,3 +367,42 @@ def test_folder_source_without_root_says_what_to_set(project: Path) -> None:
 def test_folder_source_missing_domain(project: Path, vlcs_mini: Path) -> None:
     with pytest.raises(UserError, match="VOC2007.*" + str(vlcs_mini)):
         acquire(project, "folder", {"root": str(vlcs_mini), "domains": ["SUN09", "VOC2007"]})
+
+
+def image_bytes(image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), (30, 160, 90)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def test_every_file_under_a_class_folder_is_used_or_reported_by_the_split(
+    project: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "office"
+    files = {
+        "art/cup/a.gif": image_bytes("GIF"), "art/cup/b.JPG": image_bytes("JPEG"),
+        "art/cup/nested/deeper/c.png": image_bytes("PNG"), "art/cup/d.tif": image_bytes("TIFF"),
+        "art/pen/e.png": image_bytes("PNG"), "art/pen/notes.txt": b"not an image",
+        "art/pen/nested/f.jpg": b"", "art/README.md": b"outside any class",
+        "art/pen/._e.png": b"macOS fork: hidden, not part of the dataset",
+    }
+    for relpath, data in files.items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (root / relpath).write_bytes(data)
+    acquire(project, "folder", {"root": str(root)})
+    params = make_params(project / "data", datasets={"folder": {"root": str(root)}})
+    split_file, report_file = write_split(params, "folder")
+
+    splits = json.loads(split_file.read_text())["domains"]["art"]
+    used = {entry["path"]: entry["class"] for split in splits.values() for entry in split}
+    assert used == {"art/cup/a.gif": "cup", "art/cup/b.JPG": "cup", "art/cup/d.tif": "cup",
+                    "art/cup/nested/deeper/c.png": "cup", "art/pen/e.png": "pen"}
+    skipped = json.loads(report_file.read_text())["skipped"]
+    reasons = {item["path"]: item["reason"] for item in skipped}
+    assert reasons == {
+        "art/pen/notes.txt": reasons["art/pen/notes.txt"], "art/pen/nested/f.jpg": "empty file",
+        "art/README.md": "not inside a class folder",
+    }
+    assert "UnidentifiedImageError" in reasons["art/pen/notes.txt"]
+    visible = {path for path in files if not Path(path).name.startswith(".")}
+    assert set(used) | set(reasons) == visible

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from align.config import Params
+from align.data.download import Downloads
 from align.data.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def acquire_dataset(params: Params, dataset: str) -> Path:
     staging = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    source.acquire(staging)
+    source.acquire(staging, Downloads(params.data.root, params.data.download))
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     log.info("acquired %s into %s", dataset, final)

@@ -1,9 +1,15 @@
 """Verified downloads (HTTP with resume and retries, or Google Drive) and safe archive extraction.
 
-A download streams into `<dest>.part`, is checked against a sha256 and only then moved into place,
-so `dest` existing means it is complete and verified. The expected sha256 comes from a param or
-from the committed lock file `data/checksums.json`; a file with neither has the sha256 of its first
-download recorded there, so every later download (on any machine) is checked against it.
+A download streams into `<dest>.part`, is checked to be an archive (a quota, login or captive
+portal page served with HTTP 200 is not) and against a sha256, and only then moved into place, so
+`dest` existing means it is complete and verified. The expected sha256 comes from a param or from
+the lock file `<data.root>/checksums.json` (committed for the default root `data`); a file with
+neither has the sha256 of its first download recorded there, so every later download (on any
+machine) is checked against it.
+
+Patience is bounded (`data.download`): a transfer that receives less than `STALL_BYTES` in
+`stall_s` seconds (a silent server, a trickle) is abandoned, and every retry (refused connection,
+server error, stall, transfer cut short) happens within `retry_s` seconds from the first failure.
 """
 
 from __future__ import annotations
@@ -11,54 +17,94 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tarfile
+import threading
 import time
 import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import gdown
 import requests
+from pydantic import Field
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
+from urllib3.util.retry import Retry
 
 from align.atomic import write_text_atomically
 from align.errors import UserError
+from align.schema import StrictModel, http_url_problem
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = Path("data/checksums.json")
-"""Committed lock file: checksum key (e.g. `vlcs:VLCS.tar.gz`) -> sha256 of that file."""
+LOCK_NAME = "checksums.json"
+"""The lock file in the data root: checksum key (e.g. `vlcs:VLCS.tar.gz`) -> sha256 of that file."""
 
 GDRIVE_URL = "https://drive.google.com/uc?id={file_id}"
 OFFLINE_HINT = "offline, set the dataset's `archive` (or `folder`) param to a local copy instead"
 CHUNK_BYTES = 1 << 20
-RETRYABLE_STATUS = frozenset({408, 429})
-"""Besides every 5xx: statuses that say 'try again later', not 'this URL is wrong'."""
-
-
-class _TransientError(Exception):
-    """A failure worth retrying: a 5xx answer or a transfer cut short."""
-
-
-_TRANSIENT = (
-    _TransientError,
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
+RETRY_STATUS = frozenset({408, 429, *range(500, 600)})
+"""Statuses that say 'try again later', not 'this URL is wrong'."""
+CONNECT_RETRIES = 2
+"""A refused or unresolvable connection usually means no network: said within seconds."""
+STALL_BYTES = 1024
+"""A transfer receiving fewer bytes than this in `stall_s` seconds is stalled."""
+ARCHIVE_SIGNATURES = (
+    (0, b"\x1f\x8b"),  # gzip (.tar.gz, .tgz)
+    (0, b"PK\x03\x04"),  # zip
+    (0, b"PK\x05\x06"),  # empty zip
+    (0, b"BZh"),  # bzip2
+    (0, b"\xfd7zXZ\x00"),  # xz
+    (257, b"ustar"),  # uncompressed POSIX tar
 )
 
 
-def downloads_dir(raw_dir: Path) -> Path:
-    """Where a source caches its downloads: `<data.root>/downloads/`.
+class DownloadConfig(StrictModel):
+    """How patient downloads are (params `data.download`)."""
 
-    `raw_dir` is `<data.root>/raw/<dataset>` (or its staging sibling), and the cache must live
-    outside it because the acquire stage replaces the raw folder as a whole.
-    """
-    return raw_dir.parent.parent / "downloads"
+    stall_s: float = Field(30.0, gt=0)
+    """A transfer that receives less than 1 KiB in this many seconds (a silent server, a trickle)
+    is abandoned and resumed, within `retry_s`; also the time allowed to connect."""
+    retry_s: float = Field(120.0, ge=0)
+    """Retries of a download (refused connection, 5xx, stall, cut transfer) stop this many
+    seconds after the first failure since data last arrived; 0 makes one attempt."""
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """Where a data root keeps downloaded archives and their checksum lock file, and how patient
+    downloads are; sources receive one in `acquire`."""
+
+    root: Path
+    """`data.root`."""
+    config: DownloadConfig = field(default_factory=DownloadConfig)
+
+    @property
+    def folder(self) -> Path:
+        """`<data.root>/downloads/`: outside `raw/`, which the acquire stage replaces whole."""
+        return self.root / "downloads"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def http(self, url: str, name: str, **options: Any) -> Path:
+        """`download(url, <folder>/<name>, ...)` with this root's lock file and patience."""
+        return download(url, self.folder / name, lock_file=self.lock_file,
+                        stall_s=self.config.stall_s, retry_s=self.config.retry_s, **options)
+
+    def gdrive(self, file_id: str, name: str, **options: Any) -> Path:
+        """`download_gdrive(file_id, <folder>/<name>, ...)` with this root's lock file."""
+        return download_gdrive(file_id, self.folder / name, lock_file=self.lock_file,
+                               stall_s=self.config.stall_s, **options)
 
 
 def partial_path(dest: Path) -> Path:
@@ -70,7 +116,7 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def read_checksums(lock_file: Path = LOCK_FILE) -> dict[str, str]:
+def read_checksums(lock_file: Path) -> dict[str, str]:
     if not lock_file.is_file():
         return {}
     try:
@@ -82,70 +128,228 @@ def read_checksums(lock_file: Path = LOCK_FILE) -> dict[str, str]:
     return checksums
 
 
-def record_checksum(key: str, digest: str, lock_file: Path = LOCK_FILE) -> None:
+def record_checksum(key: str, digest: str, lock_file: Path) -> None:
     """Add `key -> digest` to the lock file, keeping the other entries; written atomically."""
     checksums = {**read_checksums(lock_file), key: digest}
     write_text_atomically(lock_file, json.dumps(checksums, indent=2, sort_keys=True) + "\n")
     log.info("recorded the sha256 of %s in %s; commit it to pin the download", key, lock_file)
 
 
+def archive_problem(path: Path) -> str | None:
+    """None if `path` starts like a tar, gzip, bzip2, xz or zip archive, else what it is."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    if any(head[at : at + len(magic)] == magic for at, magic in ARCHIVE_SIGNATURES):
+        return None
+    if b"<html" in head.lower() or head.lstrip().lower().startswith(b"<!doctype html"):
+        return "got an HTML page (a quota, login or error page?), not an archive"
+    return f"not a tar, gzip, bzip2, xz or zip archive (it starts with {head[:16]!r})"
+
+
+class _BudgetRetry(Retry):
+    """urllib3's Retry (counts, exponential back-off, Retry-After), also exhausted when the next
+    attempt could not start within `budget_s` seconds of the first failure. `started` (that
+    failure's time.monotonic()) and `failures` (one line each) are passed on to every copy that
+    Retry makes, so they describe the whole streak of failures."""
+
+    def __init__(
+        self, *args: Any, budget_s: float, started: float | None = None,
+        failures: list[str] | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget_s = budget_s
+        self.started = started
+        self.failures = [] if failures is None else failures
+
+    @property
+    def deadline(self) -> float:
+        return math.inf if self.started is None else self.started + self.budget_s
+
+    def new(self, **kw: Any) -> _BudgetRetry:
+        return super().new(budget_s=self.budget_s, started=self.started, failures=self.failures,
+                           **kw)
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None,
+                  *args: Any, **kwargs: Any) -> _BudgetRetry:
+        if self.started is None:  # set before `new` copies it
+            self.started = time.monotonic()
+        reason = _one_line(error) if error else f"HTTP {response.status} {response.reason}"
+        self.failures.append(reason)
+        log.warning("download attempt failed: %s", reason)
+        return super().increment(method, url, response, error, *args, **kwargs)
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or time.monotonic() + self.get_backoff_time() > self.deadline
+
+    def get_retry_after(self, response: Any) -> float | None:
+        wait = super().get_retry_after(response)  # a server may ask for hours: the budget rules
+        return None if wait is None else min(wait, max(0.0, self.deadline - time.monotonic()))
+
+
+class _TransferError(Exception):
+    """The body stopped short of its end: stalled, or the connection was cut."""
+
+    def __init__(self, message: str, received: int) -> None:
+        super().__init__(message)
+        self.received = received
+        """Bytes this attempt wrote before it failed."""
+
+
 def download(
     url: str,
     dest: Path,
     *,
+    lock_file: Path,
     sha256: str | None = None,
     checksum_key: str | None = None,
-    lock_file: Path = LOCK_FILE,
+    stall_s: float = 30.0,
+    retry_s: float = 120.0,
     retries: int = 4,
-    backoff_s: float = 2.0,
-    timeout_s: float = 60.0,
+    backoff_s: float = 1.0,
     offline_hint: str = OFFLINE_HINT,
 ) -> Path:
-    """Download `url` to `dest` over HTTP(S), verified; a verified `dest` already there is reused.
+    """Download the archive at `url` to `dest` over HTTP(S), verified; a verified `dest` already
+    there is reused.
 
     An interrupted transfer resumes from `<dest>.part` where the server accepts Range requests.
-    Connection errors and 5xx answers are retried `retries` times, waiting `backoff_s * 2**attempt`.
+    Failures are retried up to `retries` times (a refused connection `CONNECT_RETRIES` times),
+    waiting `backoff_s * 2**(n - 1)` before the n-th retry after the first, all within `retry_s`
+    seconds of the first failure; an attempt that received data before it failed starts a new
+    count, so a long download may be cut many times. See `DownloadConfig` for `stall_s`.
     The checksum is `sha256` when given, else the lock file's entry for `checksum_key`, else the
     download's own sha256 is recorded there under `checksum_key`.
     """
+    problem = http_url_problem(url)
+    if problem:
+        raise UserError(f"cannot download {url!r}: {problem}; {offline_hint}")
     expected = sha256 or _locked_checksum(checksum_key, lock_file)
     if _reuse_existing(dest, expected, checksum_key, lock_file):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest)
     log.info("downloading %s to %s", url, dest)
-    for attempt in range(retries + 1):
-        try:
-            _stream(url, part, timeout_s)
-            break
-        except requests.HTTPError as error:
-            raise UserError(f"could not download {url}: {error}; {offline_hint}") from None
-        except _TRANSIENT as error:
-            reason = " ".join(str(error).split())
-            if attempt == retries:
-                raise UserError(
-                    f"could not download {url} after {retries + 1} attempts ({reason}); "
-                    f"{offline_hint}"
-                ) from None
-            delay_s = backoff_s * 2**attempt
-            log.warning("download of %s failed (%s); retrying in %.1f s", url, reason, delay_s)
-            time.sleep(delay_s)
-    return _verify_and_move(part, dest, expected, checksum_key, lock_file)
+
+    def fresh_retry() -> _BudgetRetry:
+        return _BudgetRetry(
+            total=retries, connect=CONNECT_RETRIES, status_forcelist=RETRY_STATUS,
+            backoff_factor=backoff_s, raise_on_status=False, budget_s=retry_s,
+        )
+
+    def give_up(reason: str) -> UserError:
+        attempts = len(retry.failures)
+        elapsed = time.monotonic() - (retry.started or time.monotonic())
+        return UserError(
+            f"could not download {url} ({reason}); gave up after {attempts} failed attempt"
+            f"{'s' * (attempts != 1)} in {elapsed:.0f} s (retries stop after"
+            f" data.download.retry_s = {retry_s:g} s); {offline_hint}"
+        )
+
+    retry = fresh_retry()
+
+    with requests.Session() as session:
+        while True:
+            adapter = HTTPAdapter(max_retries=retry)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            offset = part.stat().st_size if part.is_file() else 0
+            try:
+                response = session.get(url, headers=_request_headers(offset), stream=True,
+                                       timeout=(stall_s, stall_s))
+            except requests.RequestException as error:  # the adapter's retries are used up
+                raise give_up(retry.failures[-1] if retry.failures else _one_line(error)) from None
+            with response:
+                # What the adapter's retries used counts on: one budget across resumed attempts.
+                retry = response.raw.retries or retry
+                if response.status_code == 416:  # `part` already reaches the end: start over
+                    part.unlink()
+                    continue
+                if response.status_code in RETRY_STATUS:
+                    raise give_up(f"HTTP {response.status_code} {response.reason}")
+                if response.status_code >= 400:
+                    raise UserError(f"could not download {url}: HTTP {response.status_code} "
+                                    f"{response.reason}; {offline_hint}")
+                try:
+                    # A 200 answer to a Range request restarts from zero.
+                    _receive(response, part, offset if response.status_code == 206 else 0, stall_s)
+                    break
+                except _TransferError as error:
+                    if error.received >= STALL_BYTES:  # it progressed: a new streak of failures
+                        retry = fresh_retry()
+                    try:
+                        retry = retry.increment("GET", url, error=error)
+                    except MaxRetryError:
+                        raise give_up(str(error)) from None
+            retry.sleep()
+    return _verify_and_move(part, dest, expected, checksum_key, lock_file, url)
+
+
+def _request_headers(offset: int) -> dict[str, str]:
+    # Identity encoding: byte offsets and Content-Length must count the bytes written to disk.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return headers
+
+
+def _receive(response: requests.Response, part: Path, start: int, stall_s: float) -> None:
+    """Write the body to `part` from byte `start`, failing when it stalls or is cut short."""
+    length = response.headers.get("Content-Length")
+    total = start + int(length) if length is not None else None
+    written = start
+    window_start, window_bytes = time.monotonic(), 0
+    with (
+        part.open("ab" if start else "wb") as file,
+        tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=None,
+        ) as progress,
+    ):
+        while True:
+            try:
+                # read1: whatever arrived (up to a chunk), so a trickle still shows and is timed;
+                # the socket's read timeout (stall_s) bounds each wait.
+                chunk = response.raw.read1(CHUNK_BYTES)
+            except ReadTimeoutError:
+                raise _TransferError(f"stalled: no data for {stall_s:g} s (data.download.stall_s)",
+                                     written - start) from None
+            except ProtocolError as error:
+                raise _TransferError(f"connection broken: {_one_line(error)}",
+                                     written - start) from None
+            if not chunk:
+                break
+            file.write(chunk)
+            written += len(chunk)
+            progress.update(len(chunk))
+            window_bytes += len(chunk)
+            if time.monotonic() - window_start >= stall_s:
+                if window_bytes < STALL_BYTES:
+                    raise _TransferError(
+                        f"stalled: {window_bytes} bytes in {stall_s:g} s (data.download.stall_s)",
+                        written - start,
+                    )
+                window_start, window_bytes = time.monotonic(), 0
+    if total is not None and written < total:
+        raise _TransferError(f"connection closed after {written} of {total} bytes",
+                             written - start)
 
 
 def download_gdrive(
     file_id: str,
     dest: Path,
     *,
+    lock_file: Path,
     sha256: str | None = None,
     checksum_key: str | None = None,
-    lock_file: Path = LOCK_FILE,
+    stall_s: float = 30.0,
     retries: int = 4,
     offline_hint: str = OFFLINE_HINT,
 ) -> Path:
-    """Download a public Google Drive file to `dest` through gdown, with `download`'s checksums.
+    """Download a public Google Drive file to `dest` through gdown, with `download`'s checks.
 
     gdown answers Drive's 'cannot scan for viruses' confirmation page, which plain HTTP cannot.
+    gdown retries `retries` times itself; a transfer that receives less than `STALL_BYTES` in
+    `stall_s` seconds is cancelled (the `.part` file stays, and the next run resumes it).
     """
     expected = sha256 or _locked_checksum(checksum_key, lock_file)
     if _reuse_existing(dest, expected, checksum_key, lock_file):
@@ -154,13 +358,61 @@ def download_gdrive(
     part = partial_path(dest)
     url = GDRIVE_URL.format(file_id=file_id)
     log.info("downloading %s to %s", url, dest)
+    with _stall_watch(stall_s) as watch:
+        try:
+            # use_cookies=False: keep gdown from reading or writing ~/.cache/gdown/cookies.txt.
+            gdown.download(
+                url=url, output=str(part), resume=True, retries=retries, use_cookies=False,
+                timeout=(stall_s, stall_s), progress=watch.progress, cancel=watch.cancel,
+            )
+        except gdown.exceptions.DownloadCancelled:
+            raise UserError(
+                f"could not download {url}: stalled, less than {STALL_BYTES} bytes in {stall_s:g}"
+                f" s (data.download.stall_s); run again to resume, or {offline_hint}"
+            ) from None
+        except (gdown.exceptions.DownloadError, requests.RequestException) as error:
+            reason = _one_line(error)
+            raise UserError(f"could not download {url} ({reason}); {offline_hint}") from None
+    return _verify_and_move(part, dest, expected, checksum_key, lock_file, url)
+
+
+@dataclass
+class _StallWatch:
+    """gdown's progress callback and cancel event: a thread sets `cancel` when a window of
+    `stall_s` seconds passes with less than `STALL_BYTES` received."""
+
+    stall_s: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    received: int = 0
+
+    def progress(self, so_far: int, total: int | None) -> None:
+        self.received = so_far
+
+
+@contextmanager
+def _stall_watch(stall_s: float) -> Iterator[_StallWatch]:
+    watch = _StallWatch(stall_s)
+    done = threading.Event()
+
+    def check() -> None:
+        seen = watch.received
+        while not done.wait(stall_s):
+            if watch.received - seen < STALL_BYTES:
+                watch.cancel.set()
+                return
+            seen = watch.received
+
+    thread = threading.Thread(target=check, daemon=True)
+    thread.start()
     try:
-        # use_cookies=False: keep gdown from reading or writing ~/.cache/gdown/cookies.txt.
-        gdown.download(url=url, output=str(part), resume=True, retries=retries, use_cookies=False)
-    except (gdown.exceptions.DownloadError, requests.RequestException) as error:
-        reason = " ".join(str(error).split())
-        raise UserError(f"could not download {url} ({reason}); {offline_hint}") from None
-    return _verify_and_move(part, dest, expected, checksum_key, lock_file)
+        yield watch
+    finally:
+        done.set()
+        thread.join()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _locked_checksum(checksum_key: str | None, lock_file: Path) -> str | None:
@@ -168,10 +420,15 @@ def _locked_checksum(checksum_key: str | None, lock_file: Path) -> str | None:
 
 
 def _reuse_existing(dest: Path, expected: str | None, key: str | None, lock_file: Path) -> bool:
-    """Whether `dest` is already downloaded; a copy that fails its checksum is deleted."""
+    """Whether `dest` is already downloaded; a copy that fails its checks is deleted."""
     if not dest.is_file():
         return False
     if expected is None:
+        problem = archive_problem(dest)
+        if problem:
+            log.warning("%s: %s; downloading it again", dest, problem)
+            dest.unlink()
+            return False
         if key is not None:
             record_checksum(key, sha256_of(dest), lock_file)
         return True
@@ -184,51 +441,27 @@ def _reuse_existing(dest: Path, expected: str | None, key: str | None, lock_file
     return False
 
 
-def _stream(url: str, part: Path, timeout_s: float) -> None:
-    """One HTTP attempt, appending to `part` when the server honours a Range request."""
-    offset = part.stat().st_size if part.is_file() else 0
-    # Identity encoding: byte offsets and Content-Length must count the bytes written to disk.
-    headers = {"Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
-        if response.status_code == 416:  # the partial file already reaches the end: start over
-            part.unlink()
-            _stream(url, part, timeout_s)
-            return
-        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUS:
-            raise _TransientError(f"HTTP {response.status_code} {response.reason}")
-        response.raise_for_status()
-        start = offset if response.status_code == 206 else 0  # a 200 answer restarts from zero
-        length = response.headers.get("Content-Length")
-        total = start + int(length) if length is not None else None
-        written = start
-        with (
-            part.open("ab" if start else "wb") as file,
-            tqdm(
-                total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name.removesuffix(".part"), disable=None,
-            ) as progress,
-        ):
-            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-                file.write(chunk)
-                written += len(chunk)
-                progress.update(len(chunk))
-    if total is not None and written < total:
-        raise _TransientError(f"connection closed after {written} of {total} bytes")
-
-
 def _verify_and_move(
-    part: Path, dest: Path, expected: str | None, key: str | None, lock_file: Path
+    part: Path, dest: Path, expected: str | None, key: str | None, lock_file: Path, url: str
 ) -> Path:
-    """Check the finished `part` against `expected` (or record it), then move it onto `dest`."""
+    """Check that the finished `part` is an archive with the `expected` sha256 (or record its
+    sha256, once it is known to be an archive), then move it onto `dest`."""
+    problem = archive_problem(part)
+    if problem:
+        part.unlink()
+        raise UserError(
+            f"{url}: {problem}; it was deleted and no checksum recorded. Open the URL in a"
+            " browser to see what the server sends, or download the archive by hand and set the"
+            " dataset's `archive` param"
+        )
     got = sha256_of(part)
     if expected is not None and got != expected:
         part.unlink()
         raise UserError(
             f"{dest}: checksum mismatch: expected sha256 {expected}, got {got}; the download "
             "was deleted. Run again; if it repeats, the file at the source is not the one whose "
-            f"sha256 is in the dataset's sha256 param or in {lock_file}"
+            f"sha256 is in the dataset's sha256 param or in {lock_file} (remove that entry if it "
+            "was recorded from a bad download)"
         )
     os.replace(part, dest)
     if expected is None and key is not None:

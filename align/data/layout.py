@@ -8,15 +8,6 @@ from pathlib import Path
 
 from align.errors import UserError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-
-
-def is_image_file(path: Path) -> bool:
-    """An image by its suffix, in any case; hidden files (macOS `._x.jpg` forks) are not images."""
-    if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    return path.is_file()
-
 
 def subfolder_names(folder: Path) -> list[str]:
     """The sorted names of the non-hidden folders directly inside `folder`."""
@@ -33,16 +24,29 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, in sub-folders too, sorted; hidden files and folders (names
+    starting with a dot: `.git`, macOS `._x.jpg` forks) are not part of a dataset."""
+    found = []
+    for parent, subfolders, names in os.walk(folder):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        found += [Path(parent, name) for name in sorted(names) if not name.startswith(".")]
+    return found
+
+
 def copy_domains(
     source_root: Path,
     raw_dir: Path,
     domains: list[str],
     classes: list[str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Link the images of `<source_root>/<domain>/<class>/` into `<raw_dir>/<domain>/<class>/`.
+    """Link every file of `<source_root>/<domain>/` into `<raw_dir>/<domain>/`, keeping its path.
 
-    Only `classes` are kept when given; files that are not images are skipped. Returns the image
-    count per domain and class. A missing domain, or one without images, is a UserError.
+    Only the class folders in `classes` are kept when given. Which files are usable images is the
+    split stage's decision (it decodes each one, and lists every file it cannot use, or that is
+    not inside a class folder, with the reason in its report), so nothing is dropped here
+    unseen. Returns the file count per domain and class (sub-folders included). A missing domain,
+    or one without files in class folders, is a UserError.
     """
     if not source_root.is_dir():
         raise UserError(f"{source_root}: no such folder")
@@ -56,19 +60,15 @@ def copy_domains(
     counts: dict[str, dict[str, int]] = {}
     for domain in domains:
         per_class: dict[str, int] = {}
-        for class_name in subfolder_names(source_root / domain):
-            if classes is not None and class_name not in classes:
+        for path in visible_files(source_root / domain):
+            relpath = path.relative_to(source_root / domain)
+            in_class = len(relpath.parts) > 1
+            if in_class and classes is not None and relpath.parts[0] not in classes:
                 continue
-            class_dir = source_root / domain / class_name
-            images = sorted(path for path in class_dir.iterdir() if is_image_file(path))
-            for image in images:
-                link_or_copy(image, raw_dir / domain / class_name / image.name)
-            if images:
-                per_class[class_name] = len(images)
+            link_or_copy(path, raw_dir / domain / relpath)
+            if in_class:
+                per_class[relpath.parts[0]] = per_class.get(relpath.parts[0], 0) + 1
         if not per_class:
-            raise UserError(
-                f"{source_root / domain}: no images in <class>/ sub-folders "
-                f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))} files)"
-            )
+            raise UserError(f"{source_root / domain}: no files in <class>/ sub-folders")
         counts[domain] = per_class
     return counts

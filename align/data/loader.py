@@ -20,12 +20,20 @@ Masks come from the image shards' `mask.png` (datasets with ground-truth masks) 
 `mask_root`, from a second shard tree `<mask_root>/<domain>/<split>-NNNNNN.tar` with the same shard
 names and the same samples in the same order (as the SAM stage writes them, one mask shard per image
 shard), read in lockstep with the image shards; the keys are checked to agree.
+
+Damage. Each shard must hold as many complete samples as the index lists for it, and every sample
+must decode; a truncated or damaged shard is a UserError naming the shard and the stage that
+rewrites it. In a DataLoader worker that error travels to the caller as a batch holding only its
+message (`WORKER_ERROR`), which `ShardLoader` raises as the same one line, where torch would wrap it
+in the worker's traceback.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
+import tarfile
 from collections.abc import Iterator
 from functools import partial
 from io import BytesIO
@@ -39,7 +47,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from align.config import Params
 from align.data.registry import DATASETS
-from align.data.shards import INDEX_NAME, shards_dir
+from align.data.shards import INDEX_NAME, shard_remedy, shards_dir
 from align.data.split import SPLITS
 from align.data.transforms import (
     JITTER,
@@ -53,6 +61,11 @@ from align.data.transforms import (
 from align.errors import UserError
 
 Sample = dict[str, Any]
+IMAGE_PARTS = (("jpg", "png"), ("cls",))
+MASK_PARTS = (("mask.png",),)
+"""What every sample of an image shard, and of a mask shard, holds: one field of each group."""
+WORKER_ERROR = "__error__"
+"""The key of the batch by which a worker hands a UserError to `ShardLoader`."""
 
 
 def read_index(folder: Path, domain: str, remedy: str) -> dict[str, Any]:
@@ -87,8 +100,7 @@ class ShardStream(IterableDataset):
 
     def __init__(
         self,
-        shards: list[str],
-        num_samples: int,
+        shards: list[tuple[str, int]],
         *,
         mask_shards: list[str] | None,
         with_masks: bool,
@@ -97,12 +109,18 @@ class ShardStream(IterableDataset):
         image_size: int,
         seed: int,
         epoch: int,
+        remedy: str,
+        mask_remedy: str,
         hue_jitter: float = JITTER,
     ) -> None:
+        """`shards`: (path, sample count listed in the index) of each shard, in order; `remedy`
+        (and `mask_remedy`): what to run when one of them is damaged."""
         super().__init__()
         self.shards = shards
-        self.num_samples = num_samples
+        self.num_samples = sum(count for _, count in shards)
         self.mask_shards = mask_shards
+        self.remedy = remedy
+        self.mask_remedy = mask_remedy
         self.with_masks = with_masks
         self.train = train
         self.batch_size = batch_size
@@ -123,6 +141,17 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Sample]:
         epoch = self.first_epoch + self.iterations
         self.iterations += 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int) -> Iterator[Sample]:
+        try:
+            yield from self._pipeline(epoch)
+        except UserError as error:
+            if get_worker_info() is None:
+                raise
+            yield {WORKER_ERROR: str(error)}
+
+    def _pipeline(self, epoch: int) -> Iterator[Sample]:
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
 
@@ -143,27 +172,30 @@ class ShardStream(IterableDataset):
     def _stored_samples(self) -> list[Sample]:
         """The split's samples, encoded, in stored order; read from the shards on first use."""
         if self._samples is None:
-            fields = ("jpg", "png", "cls")
-            if self.mask_shards is not None:
-                pipeline = _tar_samples(self.shards, fields).compose(
-                    partial(_join_masks, masks=_tar_samples(self.mask_shards, ("mask.png",)))
-                )
-            else:
-                pipeline = _tar_samples(self.shards, fields + ("mask.png",) * self.with_masks)
-            samples = list(pipeline)
-            if len(samples) != self.num_samples:
-                raise UserError(
-                    f"the shards hold {len(samples)} samples where their index lists "
-                    f"{self.num_samples}; rerun `align shard` (or `dvc repro`)"
-                )
+            own_masks = self.with_masks and self.mask_shards is None
+            parts = IMAGE_PARTS + (MASK_PARTS if own_masks else ())
+            samples: list[Sample] = []
+            for number, (path, count) in enumerate(self.shards):
+                found = read_shard(path, count, parts, self.remedy)
+                if self.mask_shards is not None:
+                    masks = read_shard(self.mask_shards[number], count, MASK_PARTS,
+                                        self.mask_remedy)
+                    found = _join_masks(found, masks)
+                samples += found
             self._samples = samples
         return self._samples
 
     def _transform(self, sample: Sample, epoch: int) -> Sample:
         """Decode one sample and apply the train or eval transform (PIL images, S x S)."""
         image_bytes = sample["jpg"] if "jpg" in sample else sample["png"]
-        image = Image.open(BytesIO(image_bytes)).convert("RGB")
-        mask = Image.open(BytesIO(sample["mask.png"])).convert("L") if self.with_masks else None
+        image = decode_image(image_bytes, "RGB", sample["__url__"], sample["__key__"], self.remedy)
+        mask = None
+        if self.with_masks:
+            joined = "__mask_url__" in sample  # from a mask shard, not the image shard
+            mask = decode_image(
+                sample["mask.png"], "L", sample["__mask_url__" if joined else "__url__"],
+                sample["__key__"], self.mask_remedy if joined else self.remedy,
+            )
         if self.train:
             generator = torch.Generator().manual_seed(
                 augmentation_seed(self.seed, epoch, sample["__key__"])
@@ -180,32 +212,59 @@ class ShardStream(IterableDataset):
         return transformed
 
 
-def _tar_samples(shards: list[str], fields: tuple[str, ...]) -> wds.WebDataset:
-    """The samples of `shards` in stored order, holding only `fields` (and `__key__`)."""
-    return wds.WebDataset(
-        shards,
-        shardshuffle=False,  # the epoch order is made later, identically in every worker
-        nodesplitter=None,
-        workersplitter=None,  # every worker reads every shard and decodes its own batches
-        empty_check=False,
-        select_files=lambda name: name.split(".", 1)[-1] in fields,
-    )
+def read_shard(
+    path: str, count: int, parts: tuple[tuple[str, ...], ...], remedy: str
+) -> list[Sample]:
+    """The `count` samples of one shard in stored order, each holding one field of every group
+    in `parts` (e.g. `IMAGE_PARTS`), and no other field but `__key__` and `__url__`."""
+    fields = {name for group in parts for name in group}
+    try:
+        samples = list(wds.WebDataset(
+            path,
+            shardshuffle=False,  # the epoch order is made later, identically in every worker
+            nodesplitter=None,
+            workersplitter=None,  # every worker reads every shard and decodes its own batches
+            empty_check=False,
+            select_files=lambda name: name.split(".", 1)[-1] in fields,
+        ))
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        raise UserError(
+            f"{path}: truncated or damaged shard (unreadable: {type(error).__name__}); {remedy}"
+        ) from None
+    complete = [s for s in samples if all(any(f in s for f in group) for group in parts)]
+    if len(complete) != count or len(samples) != count:
+        raise UserError(
+            f"{path}: truncated or damaged shard ({len(complete)} complete samples of "
+            f"{len(samples)} where {INDEX_NAME} lists {count}); {remedy}"
+        )
+    return samples
 
 
-def _join_masks(samples: Iterator[Sample], masks: wds.WebDataset) -> Iterator[Sample]:
-    """Add each sample's `mask.png` from a second shard tree holding the same keys, in order."""
-    mask_samples = iter(masks)
-    for sample in samples:
-        mask = next(mask_samples, None)
-        if mask is None or mask["__key__"] != sample["__key__"]:
-            found = "nothing" if mask is None else repr(mask["__key__"])
+def decode_image(data: bytes, mode: str, shard: str, key: str, remedy: str) -> Image.Image:
+    """The encoded image `data` of sample `key` as a PIL image of `mode`."""
+    try:
+        return Image.open(BytesIO(data)).convert(mode)
+    # PIL raises OSError, SyntaxError, ValueError, ... on damaged bytes: each means damage here.
+    except Exception as error:
+        reason = re.sub(r" ?<_io\.BytesIO object at \w+>", "", str(error))
+        raise UserError(
+            f"{shard}: sample {key!r} cannot be decoded ({type(error).__name__}: {reason});"
+            f" {remedy}"
+        ) from None
+
+
+def _join_masks(samples: list[Sample], masks: list[Sample]) -> list[Sample]:
+    """Add each sample's `mask.png` from the matching mask shard, which holds the same keys."""
+    for sample, mask in zip(samples, masks, strict=True):
+        if mask["__key__"] != sample["__key__"]:
             raise UserError(
-                f"mask shards do not line up with the image shards: {found} where "
+                f"mask shards do not line up with the image shards: {mask['__key__']!r} where "
                 f"{sample['__key__']!r} was expected (rewrite the masks after resharding)"
             )
-        yield {**sample, "mask.png": mask["mask.png"]}
-    if next(mask_samples, None) is not None:
-        raise UserError("the mask shards hold more samples than the image shards")
+    return [
+        {**sample, "mask.png": mask["mask.png"], "__mask_url__": mask["__url__"]}
+        for sample, mask in zip(samples, masks, strict=True)
+    ]
 
 
 def collate_samples(samples: list[Sample]) -> Sample:
@@ -224,6 +283,16 @@ def collate_samples(samples: list[Sample]) -> Sample:
     return batch
 
 
+class ShardLoader(DataLoader):
+    """A DataLoader over a ShardStream that raises a worker's UserError as the one line it is."""
+
+    def __iter__(self) -> Iterator[Sample]:
+        for batch in super().__iter__():
+            if WORKER_ERROR in batch:
+                raise UserError(batch[WORKER_ERROR])
+            yield batch
+
+
 def make_loader(
     params: Params,
     dataset: str,
@@ -236,7 +305,7 @@ def make_loader(
     epoch: int = 0,
     with_masks: bool = False,
     mask_root: Path | None = None,
-) -> DataLoader:
+) -> ShardLoader:
     """A DataLoader over `dataset`'s `domain`/`split` shards, yielding dict batches.
 
     Batches: `image` float32 (B, 3, S, S) ImageNet-normalised, S = data.image_size; `label` int64
@@ -251,16 +320,17 @@ def make_loader(
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     folder = shards_dir(params, dataset)
-    remedy = f"run `align shard --dataset {dataset}` (or `dvc repro`)"
+    remedy = shard_remedy(dataset)
+    mask_remedy = "rerun the stage that writes them"
     shards = read_index(folder, domain, remedy)["splits"][split]
     mask_shards = None
     if with_masks and mask_root is not None:
         mask_root = Path(mask_root)
-        listed = read_index(mask_root, domain, "rerun the stage that writes them")["splits"][split]
+        listed = read_index(mask_root, domain, mask_remedy)["splits"][split]
         if listed["shards"] != shards["shards"]:
             raise UserError(
                 f"{mask_root / domain}: the mask shards do not match the image shards of {folder}"
-                " (names or sample counts); rerun the stage that writes them"
+                f" (names or sample counts); {mask_remedy}"
             )
         mask_shards = [str(mask_root / domain / shard["name"]) for shard in listed["shards"]]
     elif with_masks and not DATASETS.get(dataset).has_masks:
@@ -268,9 +338,10 @@ def make_loader(
             f"dataset {dataset!r} has no ground-truth masks; pass a mask shard tree (mask_root)"
         )
     stream = ShardStream(
-        [str(folder / domain / shard["name"]) for shard in shards["shards"]],
-        shards["samples"],
+        [(str(folder / domain / shard["name"]), shard["samples"]) for shard in shards["shards"]],
         mask_shards=mask_shards,
+        remedy=remedy,
+        mask_remedy=mask_remedy,
         with_masks=with_masks,
         train=train,
         batch_size=batch_size,
@@ -280,7 +351,7 @@ def make_loader(
         hue_jitter=params.hue_jitter(dataset),
     )
     workers = params.data.loader_workers
-    return DataLoader(
+    return ShardLoader(
         stream,
         batch_size=None,  # the stream batches itself, so batches do not depend on the workers
         num_workers=workers,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from align.registry import Registry
 from align.schema import StrictModel
+
+if TYPE_CHECKING:
+    from align.data.download import Downloads
 
 MASKS_DIRNAME = ".masks"
 """Ground-truth masks live in `<raw>/<dataset>/.masks/<domain>/<class>/<stem>.png`."""
@@ -38,8 +41,9 @@ class DatasetSource(ABC):
         return self.domains()
 
     @abstractmethod
-    def acquire(self, raw_dir: Path) -> None:
-        """Download/extract/generate into `raw_dir` (which does not exist yet)."""
+    def acquire(self, raw_dir: Path, downloads: Downloads) -> None:
+        """Download (through `downloads`), extract or generate into `raw_dir` (which does not
+        exist yet)."""
 
 
 DATASETS: Registry[type[DatasetSource]] = Registry("dataset")

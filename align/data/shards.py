@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import random
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from align.atomic import atomic_path, write_json_atomically
 from align.config import Params
 from align.data.acquire import raw_dir
+from align.data.images import decode_8bit
 from align.data.registry import DATASETS
 from align.data.split import SPLITS, split_path
 from align.errors import UserError
@@ -48,6 +48,11 @@ def shards_dir(params: Params, dataset: str) -> Path:
     return params.data.root / "shards" / dataset
 
 
+def shard_remedy(dataset: str) -> str:
+    """What to run when `dataset`'s shards are missing or damaged."""
+    return f"run `align shard --dataset {dataset}` (or `dvc repro shard`)"
+
+
 def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
 
@@ -56,7 +61,7 @@ def encode_sample(raw: Path, entry: dict[str, Any], domain: str, params: Params)
     """One split entry as a webdataset sample: image (and mask) resized to store_size, encoded."""
     try:
         return _encode_sample(raw, entry, domain, params)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: samples decode_8bit cannot scale
         raise UserError(
             f"{raw / entry['path']}: cannot be read ({error}); the raw folder changed after the"
             f" split, so rerun `align split --dataset {raw.name}` (or `dvc repro`)"
@@ -67,8 +72,9 @@ def _encode_sample(raw: Path, entry: dict[str, Any], domain: str, params: Params
     size = (params.data.store_size, params.data.store_size)
     with Image.open(raw / entry["path"]) as source:
         lossless = source.format in LOSSLESS_FORMATS
+        decoded = decode_8bit(source, min_size=params.data.store_size)
         # A square resize, as DomainBed's Resize((s, s)); PIL's bilinear filter antialiases.
-        image = source.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        image = decoded.convert("RGB").resize(size, Image.Resampling.BILINEAR)
     encoded = io.BytesIO()
     if lossless:
         image.save(encoded, format="PNG")
@@ -83,7 +89,7 @@ def _encode_sample(raw: Path, entry: dict[str, Any], domain: str, params: Params
     if entry["mask"] is not None:
         with Image.open(raw / entry["mask"]) as source:
             # NEAREST keeps a label mask's values; "L" makes it one 8-bit channel.
-            mask = source.convert("L").resize(size, Image.Resampling.NEAREST)
+            mask = decode_8bit(source).convert("L").resize(size, Image.Resampling.NEAREST)
         encoded = io.BytesIO()
         mask.save(encoded, format="PNG")
         sample["mask.png"] = encoded.getvalue()
@@ -166,7 +172,7 @@ def write_shards(params: Params, dataset: str) -> Path:
 
     # Encoding is the slow part and PIL does it without holding the GIL, so a thread pool encodes
     # ahead (in order) while this thread writes the tar files one after another.
-    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(max_workers=params.data.decode_workers)
     try:
         encoded = iter(pool.map(lambda item: encode_sample(raw, item[0], item[1], params), work))
         with tqdm(total=len(work), desc=f"sharding {dataset}", unit="img") as progress:

@@ -24,6 +24,8 @@ from tqdm import tqdm
 from align.atomic import write_json_atomically
 from align.config import Params
 from align.data.acquire import raw_dir
+from align.data.images import decode_8bit
+from align.data.layout import visible_files
 from align.data.registry import DATASETS, mask_path_for
 from align.errors import UserError
 
@@ -105,8 +107,9 @@ def check_image(path: Path) -> str | None:
         if path.stat().st_size == 0:
             return "empty file"
         with Image.open(path) as image:
-            image.load()  # Image.open only reads the header; truncation shows up when decoding
-            image.convert("RGB")
+            # Decoding all of it finds truncation (Image.open reads only the header) and samples
+            # the shard stage cannot store; a JPEG at 1/8 scale still reads every byte.
+            decode_8bit(image, min_size=1).convert("RGB")
     # Plugins raise OSError, SyntaxError, struct.error, ... on bad input: anything is a reason.
     except Exception as error:
         return f"{type(error).__name__}: {error}"
@@ -144,14 +147,9 @@ def scan_domain(raw: Path, domain: str) -> tuple[dict[str, list[str]], list[dict
         if not entry.is_dir():
             stray.append({"path": f"{domain}/{entry.name}", "reason": "not inside a class folder"})
             continue
-        found = files.setdefault(entry.name, [])
-        for folder, subfolders, names in os.walk(entry.path):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            found += [
-                Path(folder, name).relative_to(raw).as_posix()
-                for name in sorted(names)
-                if not name.startswith(".")
-            ]
+        files[entry.name] = [
+            path.relative_to(raw).as_posix() for path in visible_files(Path(entry.path))
+        ]
     return files, stray
 
 
@@ -201,7 +199,7 @@ def build_split(params: Params, dataset: str) -> tuple[dict[str, Any], dict[str,
         relpath for files, _ in scanned.values() for paths in files.values() for relpath in paths
     ]
     # Decoding is the slow part; PIL releases the GIL while it decodes, so threads scale.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=params.data.decode_workers) as pool:
         problems = list(
             tqdm(
                 pool.map(lambda relpath: check_sample(raw, relpath, mask_of(relpath)), candidates),

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-import webdataset as wds
 from PIL import Image
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import Sam
@@ -48,8 +47,8 @@ from tqdm import tqdm
 
 from align.atomic import write_json_atomically
 from align.config import Params, SamConfig
-from align.data.loader import read_index
-from align.data.shards import INDEX_NAME, shards_dir, write_shard
+from align.data.loader import IMAGE_PARTS, decode_image, read_index, read_shard
+from align.data.shards import INDEX_NAME, shard_remedy, shards_dir, write_shard
 from align.data.split import SPLITS, split_path
 from align.errors import UserError
 from align.masks.layout import STATUS_NAME, sam_mask_root
@@ -192,32 +191,19 @@ class MaskCounts:
 
 
 def shard_object_masks(
-    predictor: SamPredictor, shard: Path, expected: int, config: SamConfig
+    predictor: SamPredictor, shard: Path, expected: int, config: SamConfig, remedy: str
 ) -> Iterator[tuple[str, npt.NDArray[np.bool_]]]:
-    """(key, bool (H, W) mask) of every image in the image shard `shard`, in its stored order.
+    """(key, bool (H, W) mask) of every image in the image shard `shard`, in its stored order
+    (the order the loader joins masks in).
 
-    Raises a UserError (so the mask shard is never completed) when the image shard does not hold
-    the `expected` number of samples its index lists.
+    Raises a UserError ending with `remedy` (so the mask shard is never completed) when the image
+    shard is truncated or damaged: fewer than the `expected` samples its index lists, or an image
+    that does not decode.
     """
-    images = wds.WebDataset(
-        str(shard),
-        shardshuffle=False,  # the stored order is the order the loader joins masks in
-        nodesplitter=None,
-        workersplitter=None,
-        empty_check=False,
-        select_files=lambda name: name.split(".", 1)[-1] in ("jpg", "png"),
-    )
-    count = 0
-    for sample in images:
+    for sample in read_shard(str(shard), expected, IMAGE_PARTS, remedy):
         encoded = sample["jpg"] if "jpg" in sample else sample["png"]
-        image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
-        count += 1
-        yield sample["__key__"], predict_object_mask(predictor, image, config)
-    if count != expected:
-        raise UserError(
-            f"{shard}: holds {count} samples where its index lists {expected};"
-            " rerun `align shard` (or `dvc repro`)"
-        )
+        image = decode_image(encoded, "RGB", str(shard), sample["__key__"], remedy)
+        yield sample["__key__"], predict_object_mask(predictor, np.asarray(image), config)
 
 
 def mask_samples(
@@ -279,7 +265,7 @@ def write_sam_masks(params: Params, dataset: str) -> Path:
             f"{split_file}: no split file; run `align split --dataset {dataset}` (or `dvc repro`)"
         )
     images_root = shards_dir(params, dataset)
-    remedy = f"run `align shard --dataset {dataset}` (or `dvc repro`)"
+    remedy = shard_remedy(dataset)
     indexes = {
         domain: read_index(images_root, domain, remedy)
         for domain in json.loads(split_file.read_text())["domains"]
@@ -298,7 +284,8 @@ def write_sam_masks(params: Params, dataset: str) -> Path:
             for split in SPLITS:
                 for shard in index["splits"][split]["shards"]:
                     masks = shard_object_masks(
-                        predictor, images_root / domain / shard["name"], shard["samples"], config
+                        predictor, images_root / domain / shard["name"], shard["samples"], config,
+                        remedy,
                     )
                     write_shard(
                         folder / shard["name"], mask_samples(masks, counts, domain, split, progress)

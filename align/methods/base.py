@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from torch import Tensor
 
-from align.errors import UserError
+import align.data.sources  # noqa: F401  (registers the dataset names `per_dataset` may use)
+from align.data.registry import DATASETS
 from align.registry import Registry
-from align.schema import StrictModel
+from align.schema import NestedError, StrictModel, describe_errors
 
 if TYPE_CHECKING:  # annotations only: the parameter schema imports this module, not the models
     from align.models.classifier import ResNetClassifier
@@ -31,6 +32,33 @@ Batch = dict[str, Any]
 class MethodConfig(StrictModel):
     per_dataset: dict[str, dict[str, Any]] = {}
     """Overrides by dataset name, e.g. `{terra_incognita: {lambda3: 0.2}}`."""
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> MethodConfig:
+        """Every override names a registered dataset and gives a valid config, checked when the
+        params are loaded: a misspelt dataset would otherwise be ignored for good, and a bad key
+        would surface only when that dataset trains."""
+        problems = []
+        for dataset, overrides in self.per_dataset.items():
+            where = f"per_dataset.{dataset}"
+            if dataset not in DATASETS:
+                problems.append((where, f"not a dataset (known: {', '.join(DATASETS.names())})"))
+            elif "per_dataset" in overrides:
+                problems.append((f"{where}.per_dataset", "cannot be nested in an override"))
+            else:
+                try:
+                    self.for_dataset(dataset)
+                except ValidationError as error:
+                    problems += [(f"{where}.{key}", text) for key, text in describe_errors(error)]
+        if problems:
+            raise NestedError(problems)
+        return self
+
+    def for_dataset(self, dataset: str) -> Self:
+        """This config with `dataset`'s overrides applied (and no `per_dataset` left)."""
+        overrides = self.per_dataset.get(dataset, {})
+        # An explicit empty `per_dataset`: a Config whose default has overrides must not recurse.
+        return type(self).model_validate({**self.model_dump(), **overrides, "per_dataset": {}})
 
 
 @dataclass
@@ -88,12 +116,8 @@ register_method = METHODS.register
 
 
 def resolve_config(name: str, raw: dict[str, Any] | None, dataset: str) -> MethodConfig:
-    """The method's config for `dataset`, with its `per_dataset` overrides applied."""
-    method = METHODS.get(name)
-    base = method.Config.model_validate(raw or {})
-    overrides = base.per_dataset.get(dataset, {})
-    try:
-        return method.Config.model_validate({**base.model_dump(), **overrides, "per_dataset": {}})
-    except ValidationError as error:
-        message = error.errors()[0]["msg"]
-        raise UserError(f"methods.{name}.per_dataset.{dataset}: {message}") from None
+    """The method's config for `dataset`, with its `per_dataset` overrides applied.
+
+    `raw` is the method's validated params section, whose overrides were all checked on loading.
+    """
+    return METHODS.get(name).Config.model_validate(raw or {}).for_dataset(dataset)

@@ -73,7 +73,8 @@ def write_report(
     """
     results_dir = Path(results_dir)
     if results_dir.exists() and not results_dir.is_dir():
-        raise UserError(f"--results {results_dir}: is a file; give a folder for the report")
+        raise UserError(f"--results {results_dir}: a file, not a folder; give a folder (it is "
+                        "created when missing)")
     identity = report_identity(params, Path(runs_root))
     key = identity["key"]
     store = Store(results_dir / STORE_DIRNAME)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from align.data.download import Downloads
 from align.data.layout import copy_domains, subfolder_names
 from align.data.registry import DatasetSource, register_dataset
 from align.errors import UserError
@@ -32,10 +33,11 @@ class Folder(DatasetSource):
     def declared_domains(self) -> list[str]:
         return list(self.config.domains or [])
 
-    def acquire(self, raw_dir: Path) -> None:
+    def acquire(self, raw_dir: Path, downloads: Downloads | None = None) -> None:
+        """Links the files of `root` (nothing is downloaded)."""
         counts = copy_domains(self._root(), raw_dir, self.domains())
         for domain, per_class in counts.items():
-            log.info("%s: %d images in %d classes", domain, sum(per_class.values()), len(per_class))
+            log.info("%s: %d files in %d classes", domain, sum(per_class.values()), len(per_class))
 
     def _root(self) -> Path:
         root = self.config.root

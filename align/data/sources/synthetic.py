@@ -23,6 +23,7 @@ import numpy.typing as npt
 from PIL import Image
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
+from align.data.download import Downloads
 from align.data.registry import DatasetSource, mask_path_for, register_dataset
 from align.data.synthetic_draw import SHAPES, colour, draw_background, shape_mask
 from align.schema import StrictModel
@@ -184,8 +185,9 @@ class Synthetic(DatasetSource):
     def domains(self) -> list[str]:
         return list(self.config.domains)
 
-    def acquire(self, raw_dir: Path) -> None:
-        """Write `<domain>/<class>/<index:05d>.png` and its 0/255 mask under `.masks/`."""
+    def acquire(self, raw_dir: Path, downloads: Downloads | None = None) -> None:
+        """Write `<domain>/<class>/<index:05d>.png` and its 0/255 mask under `.masks/`, offline
+        (`downloads` is not used)."""
         names = class_names(self.config.num_classes, self.config.shapes)
         for domain in self.config.domains:
             for index, sample in enumerate(domain_samples(self.config, domain)):

@@ -14,11 +14,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from align.data.download import download, downloads_dir, extract_archive, scratch_folder
-from align.data.layout import copy_domains, is_image_file, link_or_copy
+from align.data.download import Downloads, extract_archive, scratch_folder
+from align.data.layout import copy_domains, link_or_copy, visible_files
 from align.data.registry import DatasetSource, register_dataset
 from align.errors import UserError
-from align.schema import StrictModel
+from align.schema import HttpUrl, StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ OFFLINE_HINT = (
 
 
 class TerraIncognitaConfig(StrictModel):
-    images_url: str = f"{LILA}/eccv_18_all_images_sm.tar.gz"
-    annotations_url: str = f"{LILA}/eccv_18_annotations.tar.gz"
+    images_url: HttpUrl = f"{LILA}/eccv_18_all_images_sm.tar.gz"
+    annotations_url: HttpUrl = f"{LILA}/eccv_18_annotations.tar.gz"
     """A .tar.gz or .zip of COCO camera-traps JSON (DomainBed's labels/caltech_camera_traps.json.zip
     works too)."""
     images_sha256: str | None = None
@@ -61,17 +61,17 @@ class TerraIncognita(DatasetSource):
     def domains(self) -> list[str]:
         return [f"location_{n}" for n in self.config.locations]
 
-    def acquire(self, raw_dir: Path) -> None:
+    def acquire(self, raw_dir: Path, downloads: Downloads) -> None:
         config = self.config
         if config.folder is not None:
             counts = copy_domains(config.folder, raw_dir, self.domains(), config.classes)
         else:
             # The small annotations first: a wrong URL fails before hours of image download.
             annotations_archive = config.annotations_archive or self._download(
-                config.annotations_url, config.annotations_sha256, raw_dir
+                downloads, config.annotations_url, config.annotations_sha256
             )
             images_archive = config.images_archive or self._download(
-                config.images_url, config.images_sha256, raw_dir
+                downloads, config.images_url, config.images_sha256
             )
             with scratch_folder(raw_dir) as scratch:
                 annotations = extract_archive(annotations_archive, scratch / "annotations")
@@ -86,18 +86,16 @@ class TerraIncognita(DatasetSource):
             log.info("%s: %d images %s", domain, sum(per_class.values()), per_class)
         log.info("image counts per location and class written to %s", report)
 
-    def _download(self, url: str, sha256: str | None, raw_dir: Path) -> Path:
+    def _download(self, downloads: Downloads, url: str, sha256: str | None) -> Path:
         name = PurePosixPath(urlsplit(url).path).name
-        return download(
-            url, downloads_dir(raw_dir) / name, sha256=sha256,
-            checksum_key=f"terra_incognita:{name}", offline_hint=OFFLINE_HINT,
-        )
+        return downloads.http(url, name, sha256=sha256, checksum_key=f"terra_incognita:{name}",
+                              offline_hint=OFFLINE_HINT)
 
     def _link_selected(
         self, selected: list[tuple[str, str, str]], images_root: Path, raw_dir: Path
     ) -> dict[str, dict[str, int]]:
         # By file name: the archive's top folder is not part of the annotations' `file_name`.
-        images = {path.name: path for path in images_root.rglob("*") if is_image_file(path)}
+        images = {path.name: path for path in visible_files(images_root)}
         counts: dict[str, Counter[str]] = {domain: Counter() for domain in self.domains()}
         missing = []
         for domain, class_name, file_name in selected:

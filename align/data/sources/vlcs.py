@@ -5,16 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from align.data.download import (
-    download,
-    download_gdrive,
-    downloads_dir,
-    extract_archive,
-    scratch_folder,
-)
+from align.data.download import Downloads, extract_archive, scratch_folder
 from align.data.layout import copy_domains
 from align.data.registry import DatasetSource, register_dataset
-from align.schema import StrictModel
+from align.schema import HttpUrl, StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +23,10 @@ OFFLINE_HINT = (
 class VLCSConfig(StrictModel):
     gdrive_id: str = "1skwblH1_okBwxWxmRsp9_qi15hyPpxg8"
     """Google Drive file id of DomainBed's VLCS.tar.gz."""
-    url: str | None = None
+    url: HttpUrl | None = None
     """An HTTP(S) mirror of VLCS.tar.gz, used instead of Google Drive when set."""
     sha256: str | None = None
-    """Expected checksum; when unset, data/checksums.json records it on first download."""
+    """Expected checksum; when unset, <data.root>/checksums.json records it on first download."""
     archive: Path | None = None
     """A local VLCS.tar.gz to extract instead of downloading (offline use)."""
     folder: Path | None = None
@@ -49,30 +43,25 @@ class VLCS(DatasetSource):
     def domains(self) -> list[str]:
         return list(self.config.domains)
 
-    def acquire(self, raw_dir: Path) -> None:
+    def acquire(self, raw_dir: Path, downloads: Downloads) -> None:
         if self.config.folder is not None:
             self._copy_from(self.config.folder, raw_dir)
             return
-        archive = self.config.archive or self._download(downloads_dir(raw_dir) / ARCHIVE_NAME)
+        archive = self.config.archive or self._download(downloads)
         with scratch_folder(raw_dir) as scratch:
             self._copy_from(extract_archive(archive, scratch / "extracted"), raw_dir)
 
-    def _download(self, dest: Path) -> Path:
-        sha256 = self.config.sha256
+    def _download(self, downloads: Downloads) -> Path:
+        options = {"sha256": self.config.sha256, "checksum_key": CHECKSUM_KEY,
+                   "offline_hint": OFFLINE_HINT}
         if self.config.url is not None:
-            return download(
-                self.config.url, dest, sha256=sha256, checksum_key=CHECKSUM_KEY,
-                offline_hint=OFFLINE_HINT,
-            )
-        return download_gdrive(
-            self.config.gdrive_id, dest, sha256=sha256, checksum_key=CHECKSUM_KEY,
-            offline_hint=OFFLINE_HINT,
-        )
+            return downloads.http(self.config.url, ARCHIVE_NAME, **options)
+        return downloads.gdrive(self.config.gdrive_id, ARCHIVE_NAME, **options)
 
     def _copy_from(self, folder: Path, raw_dir: Path) -> None:
         counts = copy_domains(domains_root(folder, self.domains()), raw_dir, self.domains())
         for domain, per_class in counts.items():
-            log.info("%s: %d images (%s)", domain, sum(per_class.values()), per_class)
+            log.info("%s: %d files (%s)", domain, sum(per_class.values()), per_class)
 
 
 def domains_root(folder: Path, domains: list[str]) -> Path:
