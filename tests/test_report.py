@@ -9,16 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_params, with_sections
 from PIL import Image
+from scipy import stats
 
 from align.config import Params
 from align.device import pick_device
 from align.provenance import provenance
 from align.report import write_report
-from align.report.collect import Summary, collect_evaluations
+from align.report.collect import collect_evaluations
 from align.report.figures import mask_gallery_figure
 from align.report.tables import (
     ablation_table,
@@ -110,11 +112,11 @@ def markdown_rows(text: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
 
 
-def test_summary_is_mean_and_sample_std_over_seeds_with_their_number():
-    assert Summary((85.0, 87.0), 2).text() == "86.00 ± 1.41 (n=2)"
-    assert Summary((85.0,), 2, ((1, "why"),)).text() == "85.00 (n=1 of 2)"
-    assert Summary((), 2, ((0, "why"), (1, "why"))).text() == "why"
-    assert Summary((), 2, ((0, "a"), (1, "b"))).text() == "seed 0: a; seed 1: b"
+def ci(*values: float) -> str:
+    """The expected `mean ± half-width` of a cell over seeds, from scipy's t interval."""
+    mean = float(np.mean(values))
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    return f"{mean:.2f} ± {(high - low) / 2:.2f}"
 
 
 def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
@@ -127,8 +129,8 @@ def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
     assert [row["Method"] for row in rows] == ["ERM", "ALIGN"]  # m_gray belongs to Table 2
     assert list(rows[0]) == ["Method", *expected_columns, "git_commit", "params_hash"]
     erm, align = rows
-    assert erm["gradient/Acc"] == "86.00 ± 1.41 (n=2)"
-    assert align["gradient/Suff"] == "10.50 ± 0.71 (n=2)"
+    assert erm["gradient/Acc"] == f"{ci(85, 87)} (n=2)"
+    assert align["gradient/Suff"] == f"{ci(10, 11)} (n=2)"
     assert "not evaluated" in align["noise/Acc"]
     assert "synthetic/noise/align/seed1/eval/noise.json" in align["noise/Acc"]
     assert {row["git_commit"] for row in rows} == {"abc123"}
@@ -143,8 +145,8 @@ def test_markdown_bolds_the_best_per_column_lower_sufficiency_being_better(grid)
     header = rows["Method"]
     erm, align = rows["ERM"], rows["ALIGN"]
     acc, suff = header.index("gradient/Acc"), header.index("gradient/Suff")
-    assert erm[acc] == "**86.00 ± 1.41** (n=2)" and align[acc] == "76.00 ± 1.41 (n=2)"
-    assert align[suff] == "**10.50 ± 0.71** (n=2)" and "**" not in erm[suff]
+    assert erm[acc] == f"**{ci(85, 87)}** (n=2)" and align[acc] == f"{ci(75, 77)} (n=2)"
+    assert align[suff] == f"**{ci(10, 11)}** (n=2)" and "**" not in erm[suff]
     # A cell without a number points to a note that says why.
     assert align[header.index("noise/Acc")].startswith("n/a [")
     assert "not evaluated" in markdown and "abc123" in markdown and "1a2b3c4d" in markdown
@@ -157,12 +159,12 @@ def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):
     assert [(r["Train on"], r["Test on"]) for r in rows] == [("gradient", "noise"),
                                                             ("noise", "gradient")]
     assert [c.key for c in table.columns] == ["ERM", "ALIGN"]
-    assert rows[0]["ERM"] == "81.00 ± 1.41 (n=2)"
-    assert rows[1]["ERM"] == "80.00 (n=1 of 2)"  # seed 1 was not evaluated
+    assert rows[0]["ERM"] == f"{ci(80, 82)} (n=2)"
+    assert rows[1]["ERM"] == "80.00 (n=1 of 2, no interval)"  # seed 1 was not evaluated
     assert "not evaluated" in rows[1]["ALIGN"]
     markdown = markdown_rows(to_markdown(table, STAMP))
-    assert markdown["gradient"][2] == "**81.00 ± 1.41** (n=2)"
-    assert markdown["gradient"][3] == "71.00 ± 1.41 (n=2)"
+    assert markdown["gradient"][2] == f"**{ci(80, 82)}** (n=2)"
+    assert markdown["gradient"][3] == f"{ci(70, 72)} (n=2)"
     assert markdown["noise"][2].startswith("**80.00** (n=1 of 2 [")
 
 
@@ -174,14 +176,14 @@ def test_ablation_rows_say_why_they_are_missing(grid):
     assert by_method["w/o EG"]["gradient/Acc"] == "wo_eg not in grid.methods"
     assert by_method["m-SAM"]["gradient/Acc"].startswith("m_sam not in grid.methods (")
     assert "SAM" in by_method["m-SAM"]["gradient/Acc"]
-    assert by_method["m-Gray"]["gradient/Acc"] == "66.00 ± 1.41 (n=2)"
+    assert by_method["m-Gray"]["gradient/Acc"] == f"{ci(65, 67)} (n=2)"
 
 
 def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_its_runs(tmp_path):
     params = grid_params(tmp_path, ["dre"], [0])
     write_evals(tmp_path / "runs", ["dre"], [0])
     table = ablation_table(collect_evaluations(params, tmp_path / "runs"))
-    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "55.00 (n=1)"
+    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "55.00 (n=1, no interval)"
     assert "same experiment as DRE" in to_markdown(table, STAMP)
 
 
@@ -194,7 +196,7 @@ def test_mask_quality_table_has_masker_sam_and_each_methods_gradcam(grid):
     rows = {row["Mask"]: row for row in read_csv(to_csv(table, STAMP))}
     assert list(rows) == ["Masker (ALIGN)", "SAM", "Grad-CAM (ERM)", "Grad-CAM (ALIGN)",
                           "Grad-CAM (m-Gray)"]
-    assert rows["Masker (ALIGN)"]["gradient/IoU"] == "40.50 ± 0.71 (n=2)"
+    assert rows["Masker (ALIGN)"]["gradient/IoU"] == f"{ci(40, 41)} (n=2)"
     assert rows["SAM"]["gradient/IoU"] == SAM_REASON
     assert rows["Grad-CAM (ERM)"]["gradient/Dice"] == "25.00 ± 0.00 (n=2)"
 

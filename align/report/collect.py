@@ -28,6 +28,7 @@ from align.errors import UserError
 from align.evaluate import eval_path, masker_blur_accuracy
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL, load_trained
+from align.report.statistics import CONFIDENCE, t_half_width
 from align.runs import RunSpec, canonical_method
 
 MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
@@ -83,9 +84,9 @@ class Summary:
         return statistics.fmean(self.values) if self.values else None
 
     @property
-    def std(self) -> float | None:
-        """The sample standard deviation (n - 1); None with fewer than two seeds."""
-        return statistics.stdev(self.values) if self.n >= 2 else None
+    def half_width(self) -> float | None:
+        """Half-width of the 95% Student t interval of the mean over seeds; None below two."""
+        return t_half_width(self.values, CONFIDENCE)
 
     @property
     def reason(self) -> str:
@@ -95,13 +96,24 @@ class Summary:
             return "".join(reasons)
         return "; ".join(f"seed {seed}: {reason}" for seed, reason in self.missing)
 
+    def count_text(self) -> str:
+        """`n=k`, `n=k of K` when seeds are missing, and `no interval` for a single seed."""
+        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}"
+        return count if self.half_width is not None else f"{count}, no interval"
+
+    def value_text(self, digits: int = 2) -> str:
+        """`mean ± half-width` of the 95% interval, or the mean alone without an interval."""
+        value = f"{self.mean:.{digits}f}"
+        if self.half_width is not None:
+            value += f" ± {self.half_width:.{digits}f}"
+        return value
+
     def text(self, digits: int = 2) -> str:
-        """`mean ± std (n=k)`, `(n=k of K)` when seeds are missing; the reason when none is left."""
+        """`mean ± half-width (n=k)`, `mean (n=1, no interval)`; the reason when no seed is
+        left."""
         if not self.values:
             return self.reason or "no value"
-        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}"
-        spread = "" if self.std is None else f" ± {self.std:.{digits}f}"
-        return f"{self.mean:.{digits}f}{spread} ({count})"
+        return f"{self.value_text(digits)} ({self.count_text()})"
 
 
 @dataclass(frozen=True)

@@ -217,12 +217,13 @@ def blur_bars(evaluations: Evaluations) -> list[Bar]:
 
 
 def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
-    """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): an empty mean where a
-    bar could not be computed, with the reason in `note`."""
+    """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): the mean over seeds and
+    the half-width of its 95% interval (empty for one seed), an empty mean where a bar could not
+    be computed, with the reason in `note`."""
     output = io.StringIO()
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow([
-        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_std", "n", "note",
+        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_ci95", "n", "note",
         "git_commit", "params_hash",
     ])
     for bar in bars:
@@ -231,7 +232,7 @@ def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
             f"{bar.domain} | {display_name(bar.method)} | {BLUR_SOURCES[bar.source]}",
             bar.method, bar.source, bar.domain,
             "" if summary.mean is None else f"{summary.mean:.4f}",
-            "" if summary.std is None else f"{summary.std:.4f}",
+            "" if summary.half_width is None else f"{summary.half_width:.4f}",
             summary.n,
             summary.reason,
             provenance["git_commit"], provenance["params_hash"],
@@ -243,7 +244,7 @@ def blur_figure(
     evaluations: Evaluations, bars: list[Bar], provenance: dict[str, Any]
 ) -> Figure:
     """Fig. 2: per domain, grouped bars of accuracy by method, one bar per mask whose outside is
-    blurred; error bars are the standard deviation over seeds."""
+    blurred; error bars are the 95% t interval of the mean over seeds."""
     methods = main_methods(evaluations)
     domains = evaluations.train_domains
     columns = max(1, min(2, len(domains)))
@@ -273,7 +274,7 @@ def blur_figure(
         for k, source in enumerate(shown):
             found = [(j, b.accuracy) for j, m in enumerate(methods) for b in bars
                      if (b.method, b.domain, b.source) == (m, domain, source) and b.accuracy.n]
-            spreads = [summary.std for _, summary in found]
+            spreads = [summary.half_width for _, summary in found]
             ax.bar([j + (k - (len(shown) - 1) / 2) * width for j, _ in found],
                    [summary.mean for _, summary in found], width,
                    # No error bar from a single seed, rather than a misleading zero.

@@ -1,7 +1,8 @@
 """The paper's tables from the collected evaluations: layout, CSV, Markdown and metric numbers.
 
-Every cell is a `Summary` over seeds: `mean ± std (n=k)` (sample standard deviation), or the
-reason it could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
+Every cell is a `Summary` over seeds: `mean ± h (n=k)`, h the half-width of the 95% Student t
+interval of the mean over the k seeds (`mean (n=1, no interval)` for one seed), or the reason it
+could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
 note, listed under the table, so the table stays readable. Markdown marks the best mean in bold:
 per column (the best method for a domain and metric) in Tables 1 and 2 and the mask-quality
 table, per row in Table 3 (the best method for a train -> test pair, as the paper compares
@@ -27,6 +28,10 @@ from align.report.collect import (
 )
 
 DIGITS = 2
+CELL_CAPTION = (
+    "Cells: mean ± half-width of its 95% CI over seeds (Student t: t_{0.975, n-1} s / sqrt(n)),"
+    " n = seeds; one seed gives no interval."
+)
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def best_cells(table: Table) -> set[tuple[int, str]]:
 
 
 def to_csv(table: Table, provenance: dict[str, Any]) -> str:
-    """The table as CSV: index columns, one column per table column with `mean ± std (n=k)` or
+    """The table as CSV: index columns, one column per table column with `mean ± h (n=k)` or
     the reason, and the git commit and params hash on every row (so each row says where it came
     from, and the file stays plain CSV)."""
     output = io.StringIO()
@@ -286,23 +291,20 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
         if summary.mean is None:
             number = reasons.setdefault(summary.reason or "no value", len(reasons) + 1)
             return f"n/a [{number}]"
-        value = f"{summary.mean:.{DIGITS}f}"
-        if summary.std is not None:
-            value += f" ± {summary.std:.{DIGITS}f}"
+        value = summary.value_text(DIGITS)
         if (i, key) in best:
             value = f"**{value}**"
-        count = f"n={summary.n}"
+        count = summary.count_text()
         if summary.n < summary.expected:
             number = reasons.setdefault(summary.reason, len(reasons) + 1)
-            count = f"n={summary.n} of {summary.expected} [{number}]"
+            count = count.replace(f"of {summary.expected}", f"of {summary.expected} [{number}]")
         return f"{value} ({count})"
 
     header = [*table.index, *(c.key for c in table.columns)]
     lines = [
         f"# {table.title}",
         "",
-        f"{table.caption} Mean ± sample standard deviation over seeds (n = seeds); **bold**: the"
-        f" best mean in each {table.best_along}.",
+        f"{table.caption} {CELL_CAPTION} **Bold**: the best mean in each {table.best_along}.",
         "",
         "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
