@@ -39,6 +39,14 @@ SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
 STAMP = {"git_commit": "abc123", "params_hash": "1a2b3c4d"}
 
 
+FIRST_SELECTABLE = {"erm": 1, "dre": 1, "align": 101, "m_gray": 101}
+
+
+def selected_step(method: str, seed: int) -> int:
+    """The checkpoint step a fixture run kept: different per method and seed."""
+    return {"erm": 300, "align": 250, "m_gray": 200, "dre": 150}[method] - 10 * seed
+
+
 def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, Any]:
     """An evaluate-stage record with known numbers: ERM is the most accurate, ALIGN has the
     lowest sufficiency; every number moves by the seed, so the std over seeds 0 and 1 is known."""
@@ -51,6 +59,7 @@ def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, An
         "num_samples": 24, "sufficiency": None, "comprehensiveness": None,
         "mask_quality": {}, "background_blur": {}, "unavailable": {"sam": SAM_REASON},
         "git_commit": "eval-commit", "params_hash": "evalhash",
+        "selected_step": selected_step(method, seed),
     }
     if in_distribution:
         quality = {"iou": 20.0 + seed, "dice": 25.0, "pointing_game": 50.0, "num_images": 24,
@@ -74,6 +83,10 @@ def write_evals(runs_root: Path, methods: list[str], seeds: list[int]) -> None:
                 run_dir = RunSpec("synthetic", train, method, seed).named_dir(runs_root)
                 (run_dir / "eval").mkdir(parents=True, exist_ok=True)
                 (run_dir / "model.pt").touch()
+                (run_dir / "metrics.json").write_text(json.dumps({
+                    "selected_step": selected_step(method, seed),
+                    "first_selectable_step": FIRST_SELECTABLE[method],
+                }))
                 for target in DOMAINS:
                     record = eval_record(method, train, seed, target)
                     (run_dir / "eval" / f"{target}.json").write_text(json.dumps(record))
@@ -107,9 +120,13 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 
 def markdown_rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows by their first cell, as lists of cells."""
+    """Markdown table rows by their first cell, as lists of cells (the first table's row where
+    two tables share a first cell)."""
     rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
-    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+    found: dict[str, list[str]] = {}
+    for cells in rows:
+        found.setdefault(cells[0].strip(), [c.strip() for c in cells])
+    return found
 
 
 def ci(*values: float) -> str:
@@ -127,7 +144,8 @@ def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
     assert [c.key for c in table.columns] == expected_columns
     rows = read_csv(to_csv(table, STAMP))
     assert [row["Method"] for row in rows] == ["ERM", "ALIGN"]  # m_gray belongs to Table 2
-    assert list(rows[0]) == ["Method", *expected_columns, "git_commit", "params_hash"]
+    assert list(rows[0]) == ["Method", *expected_columns, "selected_steps", "git_commit",
+                             "params_hash"]
     erm, align = rows
     assert erm["gradient/Acc"] == f"{ci(85, 87)} (n=2)"
     assert align["gradient/Suff"] == f"{ci(10, 11)} (n=2)"
@@ -150,6 +168,34 @@ def test_markdown_bolds_the_best_per_column_lower_sufficiency_being_better(grid)
     # A cell without a number points to a note that says why.
     assert align[header.index("noise/Acc")].startswith("n/a [")
     assert "not evaluated" in markdown and "abc123" in markdown and "1a2b3c4d" in markdown
+
+
+def test_tables_show_the_checkpoint_step_each_run_selected(grid):
+    _, evaluations = grid
+    table = id_table(evaluations)
+    markdown = to_markdown(table, STAMP)
+    steps = markdown_rows(markdown[markdown.index("Selected checkpoints"):])
+    assert steps["Method"] == ["Method", "first selectable", "gradient", "noise"]
+    assert steps["ERM"] == ["ERM", "1", "300, 290", "300, 290"]
+    # ALIGN on noise was never evaluated: its steps come from the runs' metrics.json.
+    assert steps["ALIGN"] == ["ALIGN", "101", "250, 240", "250, 240"]
+    assert "seeds 0, 1 in that order" in markdown
+    rows = read_csv(to_csv(table, STAMP))
+    assert rows[1]["selected_steps"] == (
+        "gradient: 250, 240 (seeds 0, 1; selectable from 101);"
+        " noise: 250, 240 (seeds 0, 1; selectable from 101)"
+    )
+    ood = read_csv(to_csv(ood_table(evaluations), STAMP))
+    assert ood[0]["selected_steps"].startswith("ERM: 300, 290 (seeds 0, 1; selectable from 1);")
+    assert "Selected checkpoints" in to_markdown(ablation_table(evaluations), STAMP)
+
+
+def test_a_step_is_unknown_without_an_eval_record_or_metrics_json(grid):
+    params, evaluations = grid
+    (evaluations.run_dir("erm", "noise", 1) / "metrics.json").unlink()
+    (evaluations.run_dir("erm", "noise", 1) / "eval" / "noise.json").unlink()
+    steps = collect_evaluations(params, evaluations.runs_root).selected_steps("erm", "noise")
+    assert steps.text() == "300, n/a" and steps.first_selectable == 1
 
 
 def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):

@@ -49,6 +49,9 @@ DISPLAY_NAMES = {
     "m_gt": "m-GT",
 }
 
+TRAINING_METRICS = "metrics.json"
+"""Written by the train stage into each run folder."""
+
 Record = dict[str, Any]
 MetricPath = tuple[str, ...]
 """Where a number sits in an eval record, e.g. ("mask_quality", "masker", "iou")."""
@@ -117,6 +120,22 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class SelectedSteps:
+    """Which checkpoint each seed's run kept: the training step of the model selected on
+    validation accuracy, per configured seed (None where unknown: run not trained or evaluated),
+    and the first step the method may select at all (after its warm-up; None without the run's
+    metrics.json)."""
+
+    seeds: tuple[int, ...]
+    steps: tuple[int | None, ...]
+    first_selectable: int | None
+
+    def text(self) -> str:
+        """`250, 300, 300`: the steps in seed order, `n/a` for an unknown one."""
+        return ", ".join("n/a" if step is None else str(step) for step in self.steps)
+
+
+@dataclass(frozen=True)
 class Address:
     method: str
     train_domain: str
@@ -141,6 +160,8 @@ class Evaluations:
     notes: dict[str, str] = field(default_factory=dict)
     """Method name -> a note to print under tables (e.g. `w/o EG` read from DRE's runs)."""
     files: dict[Address, Path] = field(default_factory=dict)
+    training: dict[tuple[str, str, int], Record] = field(default_factory=dict)
+    """(method, train domain, seed) -> the run's training `metrics.json`, where readable."""
 
     @property
     def dataset(self) -> str:
@@ -167,6 +188,20 @@ class Evaluations:
             else:
                 values.append(value)
         return Summary(tuple(values), len(self.seeds), tuple(missing))
+
+    def selected_steps(self, method: str, train_domain: str) -> SelectedSteps:
+        """The checkpoint steps `method`'s runs on `train_domain` selected, over the seeds: the
+        eval record's `selected_step` (the step stored in the model it evaluated), else the one
+        in the run's metrics.json."""
+        steps, firsts = [], []
+        for seed in self.seeds:
+            record = self.record(Address(method, train_domain, seed, train_domain))
+            training = self.training.get((method, train_domain, seed), {})
+            step = record.get("selected_step") if isinstance(record, dict) else None
+            steps.append(training.get("selected_step") if step is None else step)
+            firsts.append(training.get("first_selectable_step"))
+        known = [first for first in firsts if first is not None]
+        return SelectedSteps(tuple(self.seeds), tuple(steps), known[0] if known else None)
 
     def source_summary(
         self, domain: str, path: MetricPath, methods: Sequence[str]
@@ -282,6 +317,17 @@ def read_record(path: Path, run_dir: Path) -> Record | str:
     return record
 
 
+def read_training_metrics(run_dir: Path) -> Record | None:
+    """A run's training `metrics.json` (selected and first selectable step), or None when it is
+    missing or unreadable (the tables then show the step as unknown)."""
+    path = run_dir / TRAINING_METRICS
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
 def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
     """Read every eval record the configured grid (and Table 2) asks for."""
     evaluations = Evaluations(
@@ -305,6 +351,12 @@ def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
                     evaluations.records[address] = _locate(
                         evaluations, address, source, note
                     )
+                if source is not None:
+                    training = read_training_metrics(
+                        evaluations.run_dir(method, train_domain, seed)
+                    )
+                    if training is not None:
+                        evaluations.training[(method, train_domain, seed)] = training
     add_masker_blur(evaluations)
     return evaluations
 

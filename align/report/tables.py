@@ -22,6 +22,7 @@ from align.report.collect import (
     ABLATION_ROWS,
     Evaluations,
     MetricPath,
+    SelectedSteps,
     Summary,
     display_name,
     is_ablation,
@@ -29,8 +30,8 @@ from align.report.collect import (
 
 DIGITS = 2
 CELL_CAPTION = (
-    "Cells: mean ± half-width of its 95% CI over seeds (Student t: t_{0.975, n-1} s / sqrt(n)),"
-    " n = seeds; one seed gives no interval."
+    "Cells: mean ± half-width of its 95% CI over seeds (Student t: `t(0.975, n-1) * s /"
+    " sqrt(n)`, s the sample standard deviation), n = seeds; one seed gives no interval."
 )
 
 
@@ -69,6 +70,8 @@ class Row:
     labels: tuple[str, ...]
     """The index cells, e.g. ("ERM",) or ("gradient", "noise")."""
     cells: dict[str, Summary]
+    steps: str = ""
+    """The checkpoint steps the row's runs selected, for the CSV (empty: not a trained row)."""
 
 
 @dataclass
@@ -83,6 +86,9 @@ class Table:
     best_along: Literal["column", "row"] = "column"
     notes: list[str] = field(default_factory=list)
     """Lines printed under the Markdown table (e.g. which runs a row was read from)."""
+    selected: dict[str, dict[str, SelectedSteps]] = field(default_factory=dict)
+    """Method label -> train domain -> the checkpoint steps its runs selected, printed as a
+    second small table under the Markdown table."""
 
 
 # --- layout ------------------------------------------------------------------------------------
@@ -112,7 +118,34 @@ def _id_row(evaluations: Evaluations, method: str) -> Row:
         for domain in evaluations.train_domains
         for metric in ID_METRICS
     }
-    return Row(method, (display_name(method),), cells)
+    steps = _steps_text({
+        domain: evaluations.selected_steps(method, domain) for domain in evaluations.train_domains
+    })
+    return Row(method, (display_name(method),), cells, steps)
+
+
+def _selected(evaluations: Evaluations, methods: list[str]) -> dict[str, dict[str, SelectedSteps]]:
+    """The Markdown step table: methods whose runs exist (configured or standing in), by domain."""
+    return {
+        display_name(method): {
+            domain: evaluations.selected_steps(method, domain)
+            for domain in evaluations.train_domains
+        }
+        for method in methods
+        if method in evaluations.sources
+    }
+
+
+def _steps_text(by_name: dict[str, SelectedSteps]) -> str:
+    """`gradient: 250, 300 (seeds 0, 1; selectable from 101); noise: ...` for a CSV cell."""
+    parts = []
+    for name, selected in by_name.items():
+        seeds = ", ".join(map(str, selected.seeds))
+        first = "" if selected.first_selectable is None else (
+            f"; selectable from {selected.first_selectable}"
+        )
+        parts.append(f"{name}: {selected.text()} (seeds {seeds}{first})")
+    return "; ".join(parts)
 
 
 def id_table(evaluations: Evaluations) -> Table:
@@ -127,6 +160,7 @@ def id_table(evaluations: Evaluations) -> Table:
         columns=_id_columns(evaluations),
         rows=[_id_row(evaluations, method) for method in methods],
         notes=method_notes(evaluations, methods),
+        selected=_selected(evaluations, methods),
     )
 
 
@@ -140,6 +174,7 @@ def ablation_table(evaluations: Evaluations) -> Table:
         columns=_id_columns(evaluations),
         rows=[_id_row(evaluations, method) for method in ABLATION_ROWS],
         notes=method_notes(evaluations, list(ABLATION_ROWS)),
+        selected=_selected(evaluations, list(ABLATION_ROWS)),
     )
 
 
@@ -154,6 +189,10 @@ def ood_table(evaluations: Evaluations) -> Table:
                 display_name(method): evaluations.summary(method, train, test, ("accuracy",))
                 for method in methods
             },
+            _steps_text({
+                display_name(method): evaluations.selected_steps(method, train)
+                for method in methods
+            }),
         )
         for train in evaluations.train_domains
         for test in evaluations.target_domains
@@ -171,6 +210,7 @@ def ood_table(evaluations: Evaluations) -> Table:
         rows=rows,
         best_along="row",
         notes=notes,
+        selected=_selected(evaluations, methods),
     )
 
 
@@ -265,11 +305,14 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
     from, and the file stays plain CSV)."""
     output = io.StringIO()
     writer = csv.writer(output, lineterminator="\n")
-    writer.writerow([*table.index, *(c.key for c in table.columns), "git_commit", "params_hash"])
+    steps = ["selected_steps"] if table.selected else []
+    writer.writerow([*table.index, *(c.key for c in table.columns), *steps, "git_commit",
+                     "params_hash"])
     for row in table.rows:
         writer.writerow([
             *row.labels,
             *(row.cells[c.key].text(DIGITS) for c in table.columns),
+            *([row.steps] if steps else []),
             provenance["git_commit"],
             provenance["params_hash"],
         ])
@@ -278,6 +321,31 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
 
 def _markdown_escape(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _steps_markdown(table: Table) -> list[str]:
+    """The checkpoint each run selected, as a small table: a row per method, a column per
+    training domain with the steps in seed order, and the method's first selectable step."""
+    if not table.selected:
+        return []
+    first_row = next(iter(table.selected.values()))
+    domains = list(first_row)
+    seeds = next(iter(first_row.values())).seeds if first_row else ()
+    lines = [
+        f"Selected checkpoints, by training domain: the training step of the model each run kept"
+        f" (best validation accuracy), seeds {', '.join(map(str, seeds))} in that order; a run"
+        f" may only select a step from its method's first selectable step on (after its"
+        f" warm-up).",
+        "",
+        "| " + " | ".join(["Method", "first selectable", *domains]) + " |",
+        "|" + "|".join("---" for _ in range(2 + len(domains))) + "|",
+    ]
+    for label, by_domain in table.selected.items():
+        firsts = [s.first_selectable for s in by_domain.values() if s.first_selectable is not None]
+        first = str(firsts[0]) if firsts else "n/a"
+        lines.append("| " + " | ".join([label, first, *(s.text() for s in by_domain.values())])
+                     + " |")
+    return [*lines, ""]
 
 
 def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
@@ -316,6 +384,7 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
     if reasons:
         lines += [f"[{number}] {_markdown_escape(reason)}  " for reason, number in reasons.items()]
         lines.append("")
+    lines += _steps_markdown(table)
     if table.notes:
         lines += [f"Note: {note}" for note in table.notes]
         lines.append("")
