@@ -21,7 +21,8 @@ from align.device import pick_device
 from align.provenance import provenance
 from align.report import write_report
 from align.report.collect import collect_evaluations
-from align.report.figures import mask_gallery_figure
+from align.report.examples import first_test_images, masker_masks
+from align.report.figures import mask_gallery_figure, mask_label
 from align.report.tables import (
     ablation_table,
     id_table,
@@ -62,14 +63,19 @@ def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, An
         "selected_step": selected_step(method, seed),
     }
     if in_distribution:
-        quality = {"iou": 20.0 + seed, "dice": 25.0, "pointing_game": 50.0, "num_images": 24,
+        quality = {"iou": 20.0 + seed, "dice": 25.0, "pointing_game": 50.0, "inside": 60.0,
+                   "outside": 30.0, "spread": 10.0 + seed, "mean_value": 40.0, "num_images": 24,
                    "num_empty_gt": 0}
         record["sufficiency"] = {"erm": 20.0, "align": 10.0}.get(method, 15.0) + seed
         record["comprehensiveness"] = 30.0
-        record["mask_quality"] = {"gradcam": quality}
+        record["mask_quality"] = {"gradcam": quality, "uniform": {
+            **quality, "iou": 12.0, "dice": 21.0, "pointing_game": 12.0, "inside": 100.0,
+            "outside": 100.0, "spread": 0.0, "mean_value": 100.0,
+        }}
         record["background_blur"] = {"none": record["accuracy"], "gt": record["accuracy"] + 3}
         if method == "align":
-            record["mask_quality"]["masker"] = {**quality, "iou": 40.0 + seed}
+            record["mask_quality"]["masker"] = {**quality, "iou": 40.0 + seed, "inside": 70.0,
+                                                "outside": 20.0, "spread": 30.0 + seed}
             record["background_blur"]["masker"] = record["accuracy"] + 1
         else:
             record["unavailable"]["masker"] = f"{method} trains no masker"
@@ -233,18 +239,26 @@ def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_it
     assert "same experiment as DRE" in to_markdown(table, STAMP)
 
 
-def test_mask_quality_table_has_masker_sam_and_each_methods_gradcam(grid):
+def test_mask_quality_table_has_masker_uniform_reference_sam_and_each_methods_gradcam(grid):
     _, evaluations = grid
     table = mask_quality_table(evaluations)
-    assert [c.key for c in table.columns] == [
-        f"{d}/{m}" for d in DOMAINS for m in ("IoU", "Dice", "Pointing")
-    ]
+    metrics = ("IoU", "Dice", "Pointing", "Inside", "Outside", "Spread")
+    assert [c.key for c in table.columns] == [f"{d}/{m}" for d in DOMAINS for m in metrics]
     rows = {row["Mask"]: row for row in read_csv(to_csv(table, STAMP))}
-    assert list(rows) == ["Masker (ALIGN)", "SAM", "Grad-CAM (ERM)", "Grad-CAM (ALIGN)",
-                          "Grad-CAM (m-Gray)"]
-    assert rows["Masker (ALIGN)"]["gradient/IoU"] == f"{ci(40, 41)} (n=2)"
+    assert list(rows) == ["Masker (ALIGN)", "Uniform mask (all ones)", "SAM", "Grad-CAM (ERM)",
+                          "Grad-CAM (ALIGN)", "Grad-CAM (m-Gray)"]
+    masker, uniform = rows["Masker (ALIGN)"], rows["Uniform mask (all ones)"]
+    assert masker["gradient/IoU"] == f"{ci(40, 41)} (n=2)"
+    assert masker["gradient/Spread"] == f"{ci(30, 31)} (n=2)"
+    assert uniform["gradient/Spread"] == "0.00 ± 0.00 (n=2)"
+    assert uniform["gradient/IoU"] == "12.00 ± 0.00 (n=2)"
     assert rows["SAM"]["gradient/IoU"] == SAM_REASON
     assert rows["Grad-CAM (ERM)"]["gradient/Dice"] == "25.00 ± 0.00 (n=2)"
+    # Inside, outside and spread are descriptive: the all-ones map's inside of 100 is not bold.
+    markdown = markdown_rows(to_markdown(table, STAMP))
+    header = markdown["Mask"]
+    assert markdown["Masker (ALIGN)"][header.index("gradient/IoU")].startswith("**")
+    assert "**" not in markdown["Uniform mask (all ones)"][header.index("gradient/Inside")]
 
 
 # --- the whole stage, with real trained runs ----------------------------------------------------
@@ -318,3 +332,24 @@ def test_mask_gallery_says_why_sam_masks_are_missing(report):
     figure = mask_gallery_figure(collect_evaluations(params, runs), STAMP, pick_device())
     texts = " ".join(t.get_text().replace("\n", " ") for ax in figure.axes for t in ax.texts)
     assert "no SAM mask status" in texts
+
+
+def test_a_mask_label_gives_its_iou_and_spread_in_percent():
+    half = torch.zeros(1, 8, 8)
+    half[..., 4:] = 1
+    assert mask_label(half, half) == "IoU 100.0 | spread 50.0"
+    assert mask_label(torch.full((1, 8, 8), 0.4), half) == "IoU 0.0 | spread 0.0"
+    assert mask_label(half, "no ground truth") == "spread 50.0"
+    assert mask_label(half, torch.zeros(1, 8, 8)) == "IoU n/a | spread 50.0"
+
+
+def test_mask_gallery_labels_each_masker_mask_with_its_iou_and_spread(report):
+    params, runs, _, _ = report
+    evaluations = collect_evaluations(params, runs)
+    figure = mask_gallery_figure(evaluations, STAMP, pick_device())
+    labels = [ax.get_xlabel() for ax in figure.axes]
+    images = first_test_images(params, "noise", 2)
+    masks = masker_masks(evaluations.run_dir("align", "noise", 0), images, pick_device())
+    for i in range(2):
+        assert mask_label(masks[i], images.gt_masks[i]) in labels
+    assert sum(label.startswith("object ") for label in labels) == 4  # 2 domains x 2 images

@@ -40,6 +40,8 @@ class Metric:
     label: str
     path: MetricPath
     higher_is_better: bool = True
+    ranked: bool = True
+    """False for a descriptive number that no single direction makes better: never bold."""
 
 
 ID_METRICS = (
@@ -48,7 +50,16 @@ ID_METRICS = (
     Metric("Suff", ("sufficiency",), higher_is_better=False),
     Metric("Comp", ("comprehensiveness",)),
 )
-MASK_METRICS = (("IoU", "iou"), ("Dice", "dice"), ("Pointing", "pointing_game"))
+MASK_METRICS = (
+    Metric("IoU", ("iou",)),
+    Metric("Dice", ("dice",)),
+    Metric("Pointing", ("pointing_game",)),
+    # Inside and outside only mean something together (their gap), and the all-ones reference
+    # tops "Inside" by construction: descriptive, not ranked, like the spread.
+    Metric("Inside", ("inside",), ranked=False),
+    Metric("Outside", ("outside",), ranked=False),
+    Metric("Spread", ("spread",), ranked=False),
+)
 ID_CAPTION = (
     "Acc and AUC (macro one-vs-rest) in %; Suff and Comp: ERASER sufficiency and"
     " comprehensiveness (AOPC, percentage points) of the predicted class's Grad-CAM; lower Suff"
@@ -61,6 +72,8 @@ class Column:
     key: str
     """The header, e.g. `gradient/Acc`; also the key in the metrics JSON."""
     higher_is_better: bool = True
+    ranked: bool = True
+    """Whether the Markdown bolds its best value."""
 
 
 @dataclass(frozen=True)
@@ -215,46 +228,60 @@ def ood_table(evaluations: Evaluations) -> Table:
 
 
 def mask_quality_table(evaluations: Evaluations) -> Table:
-    """Masks against the ground truth: ALIGN's masker, SAM, and each method's Grad-CAM; columns
-    IoU, Dice and pointing game per domain, on the test split of the training domain."""
+    """Maps against the ground truth: ALIGN's masker, the uniform reference, SAM, and each
+    method's Grad-CAM; per domain IoU, Dice, pointing game, mean inside and outside the object,
+    and spread, on the test split of the training domain. Spread needs no ground truth, so it is
+    filled on every dataset."""
     domains = evaluations.train_domains
     grid = list(evaluations.params.grid.methods)
     masker_first = ["align", *[m for m in grid if m != "align"]]
 
     def source_row(key: str, label: str, source: str, methods: list[str]) -> Row:
         cells = {
-            f"{domain}/{label_}": evaluations.source_summary(
-                domain, ("mask_quality", source, name), methods
+            f"{domain}/{metric.label}": evaluations.source_summary(
+                domain, ("mask_quality", source, *metric.path), methods
             )
             for domain in domains
-            for label_, name in MASK_METRICS
+            for metric in MASK_METRICS
         }
         return Row(key, (label,), cells)
 
     def gradcam_row(method: str) -> Row:
         cells = {
-            f"{domain}/{label}": evaluations.summary(
-                method, domain, domain, ("mask_quality", "gradcam", name)
+            f"{domain}/{metric.label}": evaluations.summary(
+                method, domain, domain, ("mask_quality", "gradcam", *metric.path)
             )
             for domain in domains
-            for label, name in MASK_METRICS
+            for metric in MASK_METRICS
         }
         return Row(f"gradcam_{method}", (f"Grad-CAM ({display_name(method)})",), cells)
 
     rows = [
         source_row("masker", "Masker (ALIGN)", "masker", masker_first),
+        source_row("uniform", "Uniform mask (all ones)", "uniform", masker_first),
         source_row("sam", "SAM", "sam", grid),
         *[gradcam_row(method) for method in grid],
     ]
     return Table(
         name="mask_quality",
-        title=f"Mask quality against the ground-truth object masks on {evaluations.dataset}",
+        title=f"Mask quality (against the ground-truth object masks) on {evaluations.dataset}",
         caption=(
-            "IoU (map thresholded at 0.5), soft Dice and pointing game, in %, on the test split of"
-            " the training domain; Grad-CAM of the predicted class."
+            "On the test split of the training domain, in %: IoU (map thresholded at 0.5), soft"
+            " Dice, pointing game, the map's mean value inside the object and outside it, and its"
+            " spread (per-image standard deviation of the map over its"
+            " pixels, averaged over images: 0 for a uniform map, 50 at most; no ground truth"
+            " needed). Grad-CAM of the predicted class. The uniform mask is the all-ones map,"
+            " the best any constant map scores (a constant below 0.5 has IoU 0): its IoU is the"
+            " object's area, inside = outside and spread 0, so a masker that finds the object"
+            " beats its IoU and has inside well above outside. Inside, outside and spread are"
+            " descriptive, never bold."
         ),
         index=("Mask",),
-        columns=[Column(f"{d}/{label}") for d in domains for label, _ in MASK_METRICS],
+        columns=[
+            Column(f"{d}/{metric.label}", metric.higher_is_better, metric.ranked)
+            for d in domains
+            for metric in MASK_METRICS
+        ],
         rows=rows,
     )
 
@@ -276,6 +303,7 @@ def best_cells(table: Table) -> set[tuple[int, str]]:
         groups = [
             ([(i, column.key) for i in range(len(table.rows))], column.higher_is_better)
             for column in table.columns
+            if column.ranked
         ]
     else:
         direction = all(column.higher_is_better for column in table.columns)
