@@ -310,6 +310,31 @@ def test_report_writes_every_table_and_records_provenance(report):
     assert not list(results.rglob("*.tmp"))
 
 
+def test_report_writes_the_verdict_and_the_headline_metrics(report):
+    params, _, results, written = report
+    names = {path.relative_to(results).as_posix() for path in written}
+    assert {"verdict.md", "verdict.csv"} <= names
+    rows = read_csv((results / "verdict.csv").read_text())
+    # ALIGN against ERM on 4 metrics; one seed: 2 OOD pairs (gradient <-> noise), 2 ID pairs.
+    assert [(row["metric"], row["method"]) for row in rows] == [
+        ("ood_accuracy", "erm"), ("id_accuracy", "erm"), ("sufficiency", "erm"),
+        ("comprehensiveness", "erm"),
+    ]
+    assert {(row["n_pairs"], row["configured_pairs"]) for row in rows} == {("2", "2")}
+    assert {row["verdict"] for row in rows} == {"too_few_pairs"}
+    assert {row["params_hash"] for row in rows} == {provenance(params)["params_hash"]}
+    markdown = (results / "verdict.md").read_text()
+    assert "Too few pairs (2) to detect a difference between ALIGN and ERM" in markdown
+    assert provenance(params)["git_commit"] in markdown
+    headline = json.loads((results / "metrics.json").read_text())["headline"]
+    assert headline["ood_accuracy"] == {"erm": 80.0, "align": 70.0}
+    erm = headline["align_vs"]["erm"]
+    assert {key: erm[key] for key in ("ood_accuracy_diff", "ci_low", "ci_high", "n_pairs")} == {
+        "ood_accuracy_diff": -10.0, "ci_low": -10.0, "ci_high": -10.0, "n_pairs": 2,
+    }
+    assert erm["p_value"] == pytest.approx(stats.wilcoxon([-10.0, -10.0]).pvalue)
+
+
 @pytest.mark.parametrize(
     ("name", "size"),
     [

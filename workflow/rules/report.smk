@@ -12,6 +12,8 @@ rule report:
         sam=f"{DATA}/masks/sam/{DATASET}",
     output:
         expand("results/{table}.{ext}", table=REPORT_TABLES, ext=["csv", "md"]),
+        "results/verdict.md",
+        "results/verdict.csv",
         "results/metrics.json",
         "results/fig2.csv",
         "results/provenance.json",
