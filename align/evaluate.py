@@ -2,12 +2,15 @@
 
 On the run's own domain (in-distribution) it measures accuracy, AUC, ERASER sufficiency and
 comprehensiveness of the predicted class's Grad-CAM, the quality of Grad-CAM, of the run's masker
-and of SAM's masks against the ground truth (datasets with masks), and the accuracy with the
-background outside each mask blurred (Sec. 4.1, Fig. 2). On every other domain (out of
-distribution, the paper's protocol: no retraining) it measures accuracy and AUC.
-One JSON per (run, target domain): `<run>/eval/<target>.json`. The `eval/` folder is replaced as a
-whole: the old one is removed first and the new one written under a hidden name, renamed when every
-target is done, so a failed evaluation leaves no `eval/` that looks finished.
+and of SAM's masks against the ground truth (datasets with masks: IoU, Dice, pointing game, mean
+inside and outside the object), the spread of each of these maps (every dataset), a uniform
+reference (the all-ones map, the best any constant map scores against the ground truth), and the
+accuracy with the background outside each mask blurred (Sec. 4.1, Fig. 2). On every other
+domain (out of distribution, the paper's protocol: no retraining) it measures accuracy and AUC.
+The record also names the training step of the checkpoint it evaluated (`selected_step`).
+One JSON per (run, target domain): `<run>/eval/<target>.json`. Evaluations are stored by their
+identity (`align.store`); the `eval/` folder is removed when an evaluation starts and appears
+only complete, so a failed evaluation leaves no `eval/` that looks finished.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from align.metrics import (
     ClassificationAccumulator,
     FaithfulnessAccumulator,
     MaskQualityAccumulator,
+    MaskSpreadAccumulator,
     faithfulness,
     fill_image,
     mask_quality,
@@ -133,18 +137,23 @@ def evaluate_on_domain(
 
     classification = ClassificationAccumulator()
     faithful = FaithfulnessAccumulator()
-    quality = {"gradcam": MaskQualityAccumulator()}
-    if run.masker is not None:
-        quality["masker"] = MaskQualityAccumulator()
-    blur_sources = ["none"] + (["gt"] if has_gt else [])
-    blur_correct = dict.fromkeys(blur_sources, 0)
-    sam_correct, sam_quality = 0, MaskQualityAccumulator()
-    total = 0
-
     batches = test_batches(params, spec.dataset, target, with_gt=measure_masks)
     sam_batches = None
     if in_distribution and sam_ok:
         sam_batches = iter(test_batches(params, spec.dataset, target, sam=True))
+    # The maps measured: Grad-CAM, the masker's, SAM's, and the all-ones reference (with GT).
+    sources = ["gradcam"]
+    if run.masker is not None:
+        sources.append("masker")
+    if sam_batches is not None:
+        sources.append("sam")
+    if has_gt:
+        sources.append("uniform")
+    quality = {name: MaskQualityAccumulator() for name in sources}
+    spreads = {name: MaskSpreadAccumulator() for name in sources}
+    blur_sources = ["none"] + (["gt"] if has_gt else [])
+    blur_correct = dict.fromkeys(blur_sources, 0)
+    sam_correct = total = 0
     description = f"evaluate {spec.method}/{spec.domain} on {target}"
     for batch in tqdm(batches, desc=description, disable=not show_progress, leave=False):
         x, labels = batch["image"].to(device), batch["label"].to(device)
@@ -159,18 +168,23 @@ def evaluate_on_domain(
         faithful.update(faithfulness(run.classifier, x, maps, config.fractions, config.fill,
                                      config.chunk_size))
         blur_correct["none"] += int((logits.argmax(1) == labels).sum())
+        maps_of = {"gradcam": maps}
+        if run.masker is not None:
+            with torch.no_grad():
+                maps_of["masker"] = run.masker(x)
+        if sam_batches is not None:
+            maps_of["sam"] = next(sam_batches)["mask"].to(device)
+            sam_correct += correct_with_blurred_background(
+                run.classifier, x, maps_of["sam"], labels
+            )
         if has_gt:
             gt = batch["mask"].to(device)
             blur_correct["gt"] += correct_with_blurred_background(run.classifier, x, gt, labels)
-            quality["gradcam"].update(mask_quality(maps, gt))
-            if run.masker is not None:
-                with torch.no_grad():
-                    quality["masker"].update(mask_quality(run.masker(x), gt))
-        if sam_batches is not None:
-            sam = next(sam_batches)["mask"].to(device)
-            sam_correct += correct_with_blurred_background(run.classifier, x, sam, labels)
+            maps_of["uniform"] = torch.ones_like(gt)
+        for name, source_maps in maps_of.items():
+            spreads[name].update(source_maps)
             if has_gt:
-                sam_quality.update(mask_quality(sam, batch["mask"].to(device)))
+                quality[name].update(mask_quality(source_maps, gt))
 
     summary = classification.summary()
     result: dict[str, Any] = {
@@ -201,14 +215,15 @@ def evaluate_on_domain(
     result["sufficiency"] = aopc["sufficiency"]
     result["comprehensiveness"] = aopc["comprehensiveness"]
     result["background_blur"] = {name: 100 * hits / total for name, hits in blur_correct.items()}
-    if has_gt:
-        result["mask_quality"] = {name: acc.summary() for name, acc in quality.items()}
-    else:
+    # Spread needs no ground truth, so every dataset gets it; the rest only with masks.
+    result["mask_quality"] = {
+        name: {**(quality[name].summary() if has_gt else {}), **spreads[name].summary()}
+        for name in sources
+    }
+    if not has_gt:
         result["unavailable"]["mask_quality"] = f"{spec.dataset} has no ground-truth masks"
     if sam_batches is not None:
         result["background_blur"]["sam"] = 100 * sam_correct / total
-        if has_gt:
-            result["mask_quality"]["sam"] = sam_quality.summary()
     else:
         result["unavailable"]["sam"] = sam_reason
     if run.masker is None:

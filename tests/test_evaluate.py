@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import with_sections
@@ -13,8 +14,15 @@ from sklearn.metrics import accuracy_score
 from align.cli import main
 from align.config import parse_params
 from align.data.loader import make_loader
+from align.data.registry import DATASETS
 from align.errors import UserError
-from align.evaluate import blur_background, eval_path, evaluate_run, masker_blur_accuracy
+from align.evaluate import (
+    blur_background,
+    eval_path,
+    evaluate_on_domain,
+    evaluate_run,
+    masker_blur_accuracy,
+)
 from align.models.trained import load_trained
 from align.runs import RunSpec
 from align.train import train_run
@@ -48,13 +56,63 @@ def test_one_json_per_target_domain_with_id_only_measures(trained):
         assert len(result["git_commit"]) >= 7 and len(result["identity_key"]) == 16
     assert own["sufficiency"] is not None and own["comprehensiveness"] is not None
     assert other["sufficiency"] is None and other["mask_quality"] == {}
-    assert set(own["mask_quality"]) == {"gradcam", "masker"}
-    assert set(own["mask_quality"]["gradcam"]) >= {"iou", "dice", "pointing_game"}
+    assert set(own["mask_quality"]) == {"gradcam", "masker", "uniform"}
+    for source in own["mask_quality"].values():
+        assert set(source) >= {"iou", "dice", "pointing_game", "inside", "outside", "spread",
+                               "mean_value"}
     assert set(own["background_blur"]) == {"none", "gt"}
     assert own["background_blur"]["none"] == pytest.approx(own["accuracy"])
     assert "sam-masks" in own["unavailable"]["sam"]  # no SAM masks: says how to make them
     erm = read(runs_root, specs["erm"], "gradient")
     assert "masker" not in erm["mask_quality"] and "masker" in erm["unavailable"]
+
+
+def test_the_selected_step_is_the_one_stored_in_the_model(trained):
+    _, runs_root, specs = trained
+    for spec in specs.values():
+        run_dir = spec.named_dir(runs_root)
+        stored = load_trained(run_dir).step
+        training = json.loads((run_dir / "metrics.json").read_text())
+        assert training["selected_step"] == stored >= training["first_selectable_step"]
+        for target in ("gradient", "noise"):
+            assert read(runs_root, spec, target)["selected_step"] == stored
+
+
+def test_masker_quality_matches_a_direct_computation_and_the_uniform_reference(trained):
+    params, runs_root, specs = trained
+    run = load_trained(specs["align"].named_dir(runs_root))
+    spreads, means, inside, outside, areas = [], [], [], [], []
+    for batch in make_loader(params, "synthetic", "gradient", "test", train=False, batch_size=7,
+                             with_masks=True):
+        with torch.no_grad():
+            masks = run.masker(batch["image"]).numpy().reshape(len(batch["label"]), -1)
+        objects = batch["mask"].numpy().reshape(len(masks), -1) >= 0.5
+        spreads += list(np.std(masks, axis=1))
+        means += list(masks.mean(1))
+        inside += [m[o].mean() for m, o in zip(masks, objects, strict=True) if o.any()]
+        outside += [m[~o].mean() for m, o in zip(masks, objects, strict=True) if o.any()]
+        areas += [o.mean() for o in objects if o.any()]
+    quality = read(runs_root, specs["align"], "gradient")["mask_quality"]
+    masker, uniform = quality["masker"], quality["uniform"]
+    assert masker["spread"] == pytest.approx(100 * np.mean(spreads), rel=1e-4)
+    assert masker["mean_value"] == pytest.approx(100 * np.mean(means), rel=1e-4)
+    assert masker["inside"] == pytest.approx(100 * np.mean(inside), rel=1e-4)
+    assert masker["outside"] == pytest.approx(100 * np.mean(outside), rel=1e-4)
+    # The all-ones map: no spread, no contrast, and an IoU equal to the object's area.
+    assert uniform["spread"] == 0 and uniform["inside"] == uniform["outside"] == 100
+    assert uniform["iou"] == pytest.approx(100 * np.mean(areas), rel=1e-5)
+
+
+def test_without_ground_truth_the_masker_still_gets_its_spread(trained, monkeypatch):
+    params, runs_root, specs = trained
+    monkeypatch.setattr(DATASETS.get("synthetic"), "has_masks", False)
+    run = load_trained(specs["align"].named_dir(runs_root))
+    result = evaluate_on_domain(params, specs["align"], run, "gradient", show_progress=False)
+    assert set(result["mask_quality"]) == {"gradcam", "masker"}
+    assert set(result["mask_quality"]["masker"]) == {"spread", "mean_value"}
+    own = read(runs_root, specs["align"], "gradient")["mask_quality"]["masker"]
+    assert result["mask_quality"]["masker"]["spread"] == pytest.approx(own["spread"])
+    assert "no ground-truth masks" in result["unavailable"]["mask_quality"]
 
 
 def test_accuracy_matches_a_direct_computation(trained):

@@ -16,6 +16,7 @@ from align.metrics import (
     ClassificationAccumulator,
     FaithfulnessAccumulator,
     MaskQualityAccumulator,
+    MaskSpreadAccumulator,
     accuracy,
     auc_per_class,
     blur_parameters,
@@ -23,11 +24,13 @@ from align.metrics import (
     faithfulness,
     fill_image,
     gradcam_faithfulness,
+    inside_outside,
     iou,
     macro_auc_ovr,
     mask_quality,
     pointing_game,
     soft_dice,
+    spread,
     top_fraction_masks,
 )
 from align.models.classifier import create_classifier
@@ -274,3 +277,51 @@ def test_mask_quality_summary_leaves_out_empty_ground_truth():
     assert summary["num_images"] == 3 and summary["num_empty_gt"] == 1
     assert summary["iou"] == pytest.approx(25.0)
     assert summary["pointing_game"] == pytest.approx(125 / 3)
+
+
+def test_inside_and_outside_means_on_hand_built_masks():
+    pred, gt = hand_built_masks()
+    inside, outside = inside_outside(pred, gt)
+    # Image 0: (1 + 0.8 + 0.6 + 0.4) / 4 inside, nothing outside; image 1: one 1 among 12
+    # background pixels; image 2 is flat; image 3 has no object, so no inside mean.
+    assert inside[:3].tolist() == pytest.approx([0.7, 0.0, 0.3])
+    assert outside[:3].tolist() == pytest.approx([0.0, 1 / 12, 0.3])
+    assert math.isnan(inside[3]) and math.isnan(outside[3])
+    full = torch.ones(1, 1, 4, 4)
+    assert math.isnan(inside_outside(full * 0.5, full)[1].item())  # no background pixel
+
+
+def half_and_half(size: int = 8) -> Tensor:
+    """(1,1,size,size): left half 0, right half 1."""
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 2:] = 1
+    return mask
+
+
+def test_spread_of_a_uniform_mask_is_zero_and_of_a_half_and_half_mask_one_half():
+    assert spread(torch.full((2, 1, 8, 8), 0.37)).tolist() == pytest.approx([0.0, 0.0], abs=1e-7)
+    # Pixels 0 and 1 in equal number: mean 0.5, every pixel 0.5 away from it.
+    assert spread(half_and_half()).item() == pytest.approx(0.5)
+    maps = torch.rand(3, 1, 5, 7, generator=torch.Generator().manual_seed(0))
+    expected = np.std(maps.numpy().reshape(3, -1), axis=1, ddof=0)
+    assert spread(maps).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_spread_summary_is_in_percent_over_images():
+    accumulator = MaskSpreadAccumulator()
+    accumulator.update(half_and_half())
+    accumulator.update(torch.full((1, 1, 8, 8), 0.25))
+    summary = accumulator.summary()
+    assert summary["spread"] == pytest.approx((50 + 0) / 2)
+    assert summary["mean_value"] == pytest.approx((50 + 25) / 2)
+    with pytest.raises(ValueError, match="empty"):
+        MaskSpreadAccumulator().summary()
+
+
+def test_mask_quality_summary_has_inside_and_outside_means():
+    pred, gt = hand_built_masks()
+    summary_of = MaskQualityAccumulator()
+    summary_of.update(mask_quality(pred, gt))
+    summary = summary_of.summary()
+    assert summary["inside"] == pytest.approx(100 * (0.7 + 0.0 + 0.3) / 3)
+    assert summary["outside"] == pytest.approx(100 * (0.0 + 1 / 12 + 0.3) / 3)  # image 3 left out

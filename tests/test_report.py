@@ -9,18 +9,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_params, with_sections
 from PIL import Image
+from scipy import stats
 
 from align.cli import main
 from align.config import Params
 from align.device import pick_device
 from align.provenance import provenance
 from align.report import write_report
-from align.report.collect import Summary, collect_evaluations
-from align.report.figures import mask_gallery_figure
+from align.report.collect import collect_evaluations
+from align.report.examples import first_test_images, masker_masks
+from align.report.figures import mask_gallery_figure, mask_label
 from align.report.tables import (
     ablation_table,
     id_table,
@@ -40,6 +43,14 @@ SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
 STAMP = {"git_commit": "abc123", "params_hash": "1a2b3c4d"}
 
 
+FIRST_SELECTABLE = {"erm": 1, "dre": 1, "align": 101, "m_gray": 101}
+
+
+def selected_step(method: str, seed: int) -> int:
+    """The checkpoint step a fixture run kept: different per method and seed."""
+    return {"erm": 300, "align": 250, "m_gray": 200, "dre": 150}[method] - 10 * seed
+
+
 def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, Any]:
     """An evaluate-stage record with known numbers: ERM is the most accurate, ALIGN has the
     lowest sufficiency; every number moves by the seed, so the std over seeds 0 and 1 is known."""
@@ -52,16 +63,22 @@ def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, An
         "num_samples": 24, "sufficiency": None, "comprehensiveness": None,
         "mask_quality": {}, "background_blur": {}, "unavailable": {"sam": SAM_REASON},
         "git_commit": "eval-commit", "params_hash": "evalhash",
+        "selected_step": selected_step(method, seed),
     }
     if in_distribution:
-        quality = {"iou": 20.0 + seed, "dice": 25.0, "pointing_game": 50.0, "num_images": 24,
+        quality = {"iou": 20.0 + seed, "dice": 25.0, "pointing_game": 50.0, "inside": 60.0,
+                   "outside": 30.0, "spread": 10.0 + seed, "mean_value": 40.0, "num_images": 24,
                    "num_empty_gt": 0}
         record["sufficiency"] = {"erm": 20.0, "align": 10.0}.get(method, 15.0) + seed
         record["comprehensiveness"] = 30.0
-        record["mask_quality"] = {"gradcam": quality}
+        record["mask_quality"] = {"gradcam": quality, "uniform": {
+            **quality, "iou": 12.0, "dice": 21.0, "pointing_game": 12.0, "inside": 100.0,
+            "outside": 100.0, "spread": 0.0, "mean_value": 100.0,
+        }}
         record["background_blur"] = {"none": record["accuracy"], "gt": record["accuracy"] + 3}
         if method == "align":
-            record["mask_quality"]["masker"] = {**quality, "iou": 40.0 + seed}
+            record["mask_quality"]["masker"] = {**quality, "iou": 40.0 + seed, "inside": 70.0,
+                                                "outside": 20.0, "spread": 30.0 + seed}
             record["background_blur"]["masker"] = record["accuracy"] + 1
         else:
             record["unavailable"]["masker"] = f"{method} trains no masker"
@@ -75,6 +92,10 @@ def write_evals(runs_root: Path, methods: list[str], seeds: list[int]) -> None:
                 run_dir = RunSpec("synthetic", train, method, seed).named_dir(runs_root)
                 (run_dir / "eval").mkdir(parents=True, exist_ok=True)
                 (run_dir / "model.pt").touch()
+                (run_dir / "metrics.json").write_text(json.dumps({
+                    "selected_step": selected_step(method, seed),
+                    "first_selectable_step": FIRST_SELECTABLE[method],
+                }))
                 for target in DOMAINS:
                     record = eval_record(method, train, seed, target)
                     (run_dir / "eval" / f"{target}.json").write_text(json.dumps(record))
@@ -108,16 +129,20 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 
 def markdown_rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows by their first cell, as lists of cells."""
+    """Markdown table rows by their first cell, as lists of cells (the first table's row where
+    two tables share a first cell)."""
     rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
-    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+    found: dict[str, list[str]] = {}
+    for cells in rows:
+        found.setdefault(cells[0].strip(), [c.strip() for c in cells])
+    return found
 
 
-def test_summary_is_mean_and_sample_std_over_seeds_with_their_number():
-    assert Summary((85.0, 87.0), 2).text() == "86.00 ± 1.41 (n=2)"
-    assert Summary((85.0,), 2, ((1, "why"),)).text() == "85.00 (n=1 of 2)"
-    assert Summary((), 2, ((0, "why"), (1, "why"))).text() == "why"
-    assert Summary((), 2, ((0, "a"), (1, "b"))).text() == "seed 0: a; seed 1: b"
+def ci(*values: float) -> str:
+    """The expected `mean ± half-width` of a cell over seeds, from scipy's t interval."""
+    mean = float(np.mean(values))
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    return f"{mean:.2f} ± {(high - low) / 2:.2f}"
 
 
 def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
@@ -128,10 +153,11 @@ def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
     assert [c.key for c in table.columns] == expected_columns
     rows = read_csv(to_csv(table, STAMP))
     assert [row["Method"] for row in rows] == ["ERM", "ALIGN"]  # m_gray belongs to Table 2
-    assert list(rows[0]) == ["Method", *expected_columns, "git_commit", "params_hash"]
+    assert list(rows[0]) == ["Method", *expected_columns, "selected_steps", "git_commit",
+                             "params_hash"]
     erm, align = rows
-    assert erm["gradient/Acc"] == "86.00 ± 1.41 (n=2)"
-    assert align["gradient/Suff"] == "10.50 ± 0.71 (n=2)"
+    assert erm["gradient/Acc"] == f"{ci(85, 87)} (n=2)"
+    assert align["gradient/Suff"] == f"{ci(10, 11)} (n=2)"
     assert "not evaluated" in align["noise/Acc"]
     assert "synthetic/noise/align/seed1/eval/noise.json" in align["noise/Acc"]
     assert {row["git_commit"] for row in rows} == {"abc123"}
@@ -146,11 +172,39 @@ def test_markdown_bolds_the_best_per_column_lower_sufficiency_being_better(grid)
     header = rows["Method"]
     erm, align = rows["ERM"], rows["ALIGN"]
     acc, suff = header.index("gradient/Acc"), header.index("gradient/Suff")
-    assert erm[acc] == "**86.00 ± 1.41** (n=2)" and align[acc] == "76.00 ± 1.41 (n=2)"
-    assert align[suff] == "**10.50 ± 0.71** (n=2)" and "**" not in erm[suff]
+    assert erm[acc] == f"**{ci(85, 87)}** (n=2)" and align[acc] == f"{ci(75, 77)} (n=2)"
+    assert align[suff] == f"**{ci(10, 11)}** (n=2)" and "**" not in erm[suff]
     # A cell without a number points to a note that says why.
     assert align[header.index("noise/Acc")].startswith("n/a [")
     assert "not evaluated" in markdown and "abc123" in markdown and "1a2b3c4d" in markdown
+
+
+def test_tables_show_the_checkpoint_step_each_run_selected(grid):
+    _, evaluations = grid
+    table = id_table(evaluations)
+    markdown = to_markdown(table, STAMP)
+    steps = markdown_rows(markdown[markdown.index("Selected checkpoints"):])
+    assert steps["Method"] == ["Method", "first selectable", "gradient", "noise"]
+    assert steps["ERM"] == ["ERM", "1", "300, 290", "300, 290"]
+    # ALIGN on noise was never evaluated: its steps come from the runs' metrics.json.
+    assert steps["ALIGN"] == ["ALIGN", "101", "250, 240", "250, 240"]
+    assert "seeds 0, 1 in that order" in markdown
+    rows = read_csv(to_csv(table, STAMP))
+    assert rows[1]["selected_steps"] == (
+        "gradient: 250, 240 (seeds 0, 1; selectable from 101);"
+        " noise: 250, 240 (seeds 0, 1; selectable from 101)"
+    )
+    ood = read_csv(to_csv(ood_table(evaluations), STAMP))
+    assert ood[0]["selected_steps"].startswith("ERM: 300, 290 (seeds 0, 1; selectable from 1);")
+    assert "Selected checkpoints" in to_markdown(ablation_table(evaluations), STAMP)
+
+
+def test_a_step_is_unknown_without_an_eval_record_or_metrics_json(grid):
+    params, evaluations = grid
+    (evaluations.run_dir("erm", "noise", 1) / "metrics.json").unlink()
+    (evaluations.run_dir("erm", "noise", 1) / "eval" / "noise.json").unlink()
+    steps = collect_evaluations(params, evaluations.runs_root).selected_steps("erm", "noise")
+    assert steps.text() == "300, n/a" and steps.first_selectable == 1
 
 
 def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):
@@ -160,12 +214,12 @@ def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):
     assert [(r["Train on"], r["Test on"]) for r in rows] == [("gradient", "noise"),
                                                             ("noise", "gradient")]
     assert [c.key for c in table.columns] == ["ERM", "ALIGN"]
-    assert rows[0]["ERM"] == "81.00 ± 1.41 (n=2)"
-    assert rows[1]["ERM"] == "80.00 (n=1 of 2)"  # seed 1 was not evaluated
+    assert rows[0]["ERM"] == f"{ci(80, 82)} (n=2)"
+    assert rows[1]["ERM"] == "80.00 (n=1 of 2, no interval)"  # seed 1 was not evaluated
     assert "not evaluated" in rows[1]["ALIGN"]
     markdown = markdown_rows(to_markdown(table, STAMP))
-    assert markdown["gradient"][2] == "**81.00 ± 1.41** (n=2)"
-    assert markdown["gradient"][3] == "71.00 ± 1.41 (n=2)"
+    assert markdown["gradient"][2] == f"**{ci(80, 82)}** (n=2)"
+    assert markdown["gradient"][3] == f"{ci(70, 72)} (n=2)"
     assert markdown["noise"][2].startswith("**80.00** (n=1 of 2 [")
 
 
@@ -177,29 +231,37 @@ def test_ablation_rows_say_why_they_are_missing(grid):
     assert by_method["w/o EG"]["gradient/Acc"] == "wo_eg not in grid.methods"
     assert by_method["m-SAM"]["gradient/Acc"].startswith("m_sam not in grid.methods (")
     assert "SAM" in by_method["m-SAM"]["gradient/Acc"]
-    assert by_method["m-Gray"]["gradient/Acc"] == "66.00 ± 1.41 (n=2)"
+    assert by_method["m-Gray"]["gradient/Acc"] == f"{ci(65, 67)} (n=2)"
 
 
 def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_its_runs(tmp_path):
     params = grid_params(tmp_path, ["dre"], [0])
     write_evals(tmp_path / "runs", ["dre"], [0])
     table = ablation_table(collect_evaluations(params, tmp_path / "runs"))
-    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "55.00 (n=1)"
+    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "55.00 (n=1, no interval)"
     assert "same experiment as DRE" in to_markdown(table, STAMP)
 
 
-def test_mask_quality_table_has_masker_sam_and_each_methods_gradcam(grid):
+def test_mask_quality_table_has_masker_uniform_reference_sam_and_each_methods_gradcam(grid):
     _, evaluations = grid
     table = mask_quality_table(evaluations)
-    assert [c.key for c in table.columns] == [
-        f"{d}/{m}" for d in DOMAINS for m in ("IoU", "Dice", "Pointing")
-    ]
+    metrics = ("IoU", "Dice", "Pointing", "Inside", "Outside", "Spread")
+    assert [c.key for c in table.columns] == [f"{d}/{m}" for d in DOMAINS for m in metrics]
     rows = {row["Mask"]: row for row in read_csv(to_csv(table, STAMP))}
-    assert list(rows) == ["Masker (ALIGN)", "SAM", "Grad-CAM (ERM)", "Grad-CAM (ALIGN)",
-                          "Grad-CAM (m-Gray)"]
-    assert rows["Masker (ALIGN)"]["gradient/IoU"] == "40.50 ± 0.71 (n=2)"
+    assert list(rows) == ["Masker (ALIGN)", "Uniform mask (all ones)", "SAM", "Grad-CAM (ERM)",
+                          "Grad-CAM (ALIGN)", "Grad-CAM (m-Gray)"]
+    masker, uniform = rows["Masker (ALIGN)"], rows["Uniform mask (all ones)"]
+    assert masker["gradient/IoU"] == f"{ci(40, 41)} (n=2)"
+    assert masker["gradient/Spread"] == f"{ci(30, 31)} (n=2)"
+    assert uniform["gradient/Spread"] == "0.00 ± 0.00 (n=2)"
+    assert uniform["gradient/IoU"] == "12.00 ± 0.00 (n=2)"
     assert rows["SAM"]["gradient/IoU"] == SAM_REASON
     assert rows["Grad-CAM (ERM)"]["gradient/Dice"] == "25.00 ± 0.00 (n=2)"
+    # Inside, outside and spread are descriptive: the all-ones map's inside of 100 is not bold.
+    markdown = markdown_rows(to_markdown(table, STAMP))
+    header = markdown["Mask"]
+    assert markdown["Masker (ALIGN)"][header.index("gradient/IoU")].startswith("**")
+    assert "**" not in markdown["Uniform mask (all ones)"][header.index("gradient/Inside")]
 
 
 # --- the whole stage, with real trained runs ----------------------------------------------------
@@ -251,6 +313,31 @@ def test_report_writes_every_table_and_records_provenance(report):
     assert not list(results.rglob("*.tmp"))
 
 
+def test_report_writes_the_verdict_and_the_headline_metrics(report):
+    params, _, results, written = report
+    names = {path.relative_to(results).as_posix() for path in written}
+    assert {"verdict.md", "verdict.csv"} <= names
+    rows = read_csv((results / "verdict.csv").read_text())
+    # ALIGN against ERM on 4 metrics; one seed: 2 OOD pairs (gradient <-> noise), 2 ID pairs.
+    assert [(row["metric"], row["method"]) for row in rows] == [
+        ("ood_accuracy", "erm"), ("id_accuracy", "erm"), ("sufficiency", "erm"),
+        ("comprehensiveness", "erm"),
+    ]
+    assert {(row["n_pairs"], row["configured_pairs"]) for row in rows} == {("2", "2")}
+    assert {row["verdict"] for row in rows} == {"too_few_pairs"}
+    assert {row["params_hash"] for row in rows} == {provenance(params)["params_hash"]}
+    markdown = (results / "verdict.md").read_text()
+    assert "Too few pairs (2) to detect a difference between ALIGN and ERM" in markdown
+    assert provenance(params)["git_commit"] in markdown
+    headline = json.loads((results / "metrics.json").read_text())["headline"]
+    assert headline["ood_accuracy"] == {"erm": 80.0, "align": 70.0}
+    erm = headline["align_vs"]["erm"]
+    assert {key: erm[key] for key in ("ood_accuracy_diff", "ci_low", "ci_high", "n_pairs")} == {
+        "ood_accuracy_diff": -10.0, "ci_low": -10.0, "ci_high": -10.0, "n_pairs": 2,
+    }
+    assert erm["p_value"] == pytest.approx(stats.wilcoxon([-10.0, -10.0]).pvalue)
+
+
 @pytest.mark.parametrize(
     ("name", "size"),
     [
@@ -284,3 +371,24 @@ def test_results_pointing_at_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--results {results}: a file" in err
     assert results.read_text() == "a file, not a folder\n"
+
+
+def test_a_mask_label_gives_its_iou_and_spread_in_percent():
+    half = torch.zeros(1, 8, 8)
+    half[..., 4:] = 1
+    assert mask_label(half, half) == "IoU 100.0 | spread 50.0"
+    assert mask_label(torch.full((1, 8, 8), 0.4), half) == "IoU 0.0 | spread 0.0"
+    assert mask_label(half, "no ground truth") == "spread 50.0"
+    assert mask_label(half, torch.zeros(1, 8, 8)) == "IoU n/a | spread 50.0"
+
+
+def test_mask_gallery_labels_each_masker_mask_with_its_iou_and_spread(report):
+    params, runs, _, _ = report
+    evaluations = collect_evaluations(params, runs)
+    figure = mask_gallery_figure(evaluations, STAMP, pick_device())
+    labels = [ax.get_xlabel() for ax in figure.axes]
+    images = first_test_images(params, "noise", 2)
+    masks = masker_masks(evaluations.run_dir("align", "noise", 0), images, pick_device())
+    for i in range(2):
+        assert mask_label(masks[i], images.gt_masks[i]) in labels
+    assert sum(label.startswith("object ") for label in labels) == 4  # 2 domains x 2 images

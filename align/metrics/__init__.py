@@ -22,10 +22,13 @@ from align.metrics.faithfulness import (
 from align.metrics.mask_quality import (
     MaskQuality,
     MaskQualityAccumulator,
+    MaskSpreadAccumulator,
+    inside_outside,
     iou,
     mask_quality,
     pointing_game,
     soft_dice,
+    spread,
 )
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "FaithfulnessAccumulator",
     "MaskQuality",
     "MaskQualityAccumulator",
+    "MaskSpreadAccumulator",
     "accuracy",
     "auc_per_class",
     "blur_parameters",
@@ -44,10 +48,12 @@ __all__ = [
     "faithfulness",
     "fill_image",
     "gradcam_faithfulness",
+    "inside_outside",
     "iou",
     "macro_auc_ovr",
     "mask_quality",
     "pointing_game",
     "soft_dice",
+    "spread",
     "top_fraction_masks",
 ]

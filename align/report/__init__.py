@@ -1,9 +1,13 @@
 """Stage `report`: the paper's tables and figures from the evaluate stage's JSONs.
 
 Writes under `results/`:
-- `id_table`, `ablation_table`, `ood_table`, `mask_quality` as `.csv` (cells `mean ± std (n=k)`
-  or why they are missing) and `.md` (best values in bold, reasons as notes);
-- `metrics.json`: {table: {row: {column: mean}}} for `dvc metrics show/diff`;
+- `id_table`, `ablation_table`, `ood_table`, `mask_quality` as `.csv` (cells `mean ± h (n=k)`, h
+  the half-width of the 95% t interval over seeds, or why they are missing) and `.md` (best values
+  in bold, reasons as notes, the checkpoint step each run selected);
+- `verdict.md`, `verdict.csv`: ALIGN against each other configured method, paired differences
+  with a bootstrap interval, a Wilcoxon p-value and one sentence each (`align.report.verdict`);
+- `metrics.json`: {table: {row: {column: mean}}} and `headline` (mean accuracies per method and
+  ALIGN's paired OOD differences) for `dvc metrics show/diff` and `dvc exp show`;
 - `fig2.csv`: Fig. 2's bars in long form for `dvc plots`;
 - `figures/fig2_mask_quality.png`, `figures/fig4_case_study.png`, `figures/fig5_mask_gallery.png`;
 - `provenance.json`: the git commit and params hash, the files written, and the commit and hash
@@ -45,6 +49,9 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
+from align.report.verdict import comparisons, headline
+from align.report.verdict import to_csv as verdict_csv
+from align.report.verdict import to_markdown as verdict_markdown
 from align.runs import RunSpec, domain_shard_files
 from align.store import Store, manifest_of, materialize
 
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.json"
+VERDICT = "verdict"
 FIG2_DATA = "fig2.csv"
 STORE_DIRNAME = ".store"
 FIGURES = {
@@ -153,6 +161,12 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
         written.append(write_text_atomically(folder / f"{table.name}.md",
                                              to_markdown(table, stamp)))
         metrics[table.name] = table_metrics(table)
+    found = comparisons(evaluations)
+    written.append(write_text_atomically(folder / f"{VERDICT}.md",
+                                         verdict_markdown(evaluations, found, stamp)))
+    written.append(write_text_atomically(folder / f"{VERDICT}.csv",
+                                         verdict_csv(found, stamp)))
+    metrics["headline"] = headline(evaluations, found)
     metrics["provenance"] = stamp
     written.append(write_text_atomically(folder / METRICS_FILE,
                                          json.dumps(metrics, indent=2) + "\n"))

@@ -30,6 +30,7 @@ from align.identity import canonical_method
 from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL, load_trained
+from align.report.statistics import CONFIDENCE, t_half_width
 from align.runs import RunSpec
 
 MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
@@ -49,6 +50,9 @@ DISPLAY_NAMES = {
     "m_gray": "m-Gray",
     "m_gt": "m-GT",
 }
+
+TRAINING_METRICS = "metrics.json"
+"""Written by the train stage into each run folder."""
 
 Record = dict[str, Any]
 MetricPath = tuple[str, ...]
@@ -85,9 +89,9 @@ class Summary:
         return statistics.fmean(self.values) if self.values else None
 
     @property
-    def std(self) -> float | None:
-        """The sample standard deviation (n - 1); None with fewer than two seeds."""
-        return statistics.stdev(self.values) if self.n >= 2 else None
+    def half_width(self) -> float | None:
+        """Half-width of the 95% Student t interval of the mean over seeds; None below two."""
+        return t_half_width(self.values, CONFIDENCE)
 
     @property
     def reason(self) -> str:
@@ -97,13 +101,40 @@ class Summary:
             return "".join(reasons)
         return "; ".join(f"seed {seed}: {reason}" for seed, reason in self.missing)
 
+    def count_text(self) -> str:
+        """`n=k`, `n=k of K` when seeds are missing, and `no interval` for a single seed."""
+        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}"
+        return count if self.half_width is not None else f"{count}, no interval"
+
+    def value_text(self, digits: int = 2) -> str:
+        """`mean ± half-width` of the 95% interval, or the mean alone without an interval."""
+        value = f"{self.mean:.{digits}f}"
+        if self.half_width is not None:
+            value += f" ± {self.half_width:.{digits}f}"
+        return value
+
     def text(self, digits: int = 2) -> str:
-        """`mean ± std (n=k)`, `(n=k of K)` when seeds are missing; the reason when none is left."""
+        """`mean ± half-width (n=k)`, `mean (n=1, no interval)`; the reason when no seed is
+        left."""
         if not self.values:
             return self.reason or "no value"
-        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}"
-        spread = "" if self.std is None else f" ± {self.std:.{digits}f}"
-        return f"{self.mean:.{digits}f}{spread} ({count})"
+        return f"{self.value_text(digits)} ({self.count_text()})"
+
+
+@dataclass(frozen=True)
+class SelectedSteps:
+    """Which checkpoint each seed's run kept: the training step of the model selected on
+    validation accuracy, per configured seed (None where unknown: run not trained or evaluated),
+    and the first step the method may select at all (after its warm-up; None without the run's
+    metrics.json)."""
+
+    seeds: tuple[int, ...]
+    steps: tuple[int | None, ...]
+    first_selectable: int | None
+
+    def text(self) -> str:
+        """`250, 300, 300`: the steps in seed order, `n/a` for an unknown one."""
+        return ", ".join("n/a" if step is None else str(step) for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,8 @@ class Evaluations:
     notes: dict[str, str] = field(default_factory=dict)
     """Method name -> a note to print under tables (e.g. `w/o EG` read from DRE's runs)."""
     files: dict[Address, Path] = field(default_factory=dict)
+    training: dict[tuple[str, str, int], Record] = field(default_factory=dict)
+    """(method, train domain, seed) -> the run's training `metrics.json`, where readable."""
 
     @property
     def dataset(self) -> str:
@@ -157,6 +190,20 @@ class Evaluations:
             else:
                 values.append(value)
         return Summary(tuple(values), len(self.seeds), tuple(missing))
+
+    def selected_steps(self, method: str, train_domain: str) -> SelectedSteps:
+        """The checkpoint steps `method`'s runs on `train_domain` selected, over the seeds: the
+        eval record's `selected_step` (the step stored in the model it evaluated), else the one
+        in the run's metrics.json."""
+        steps, firsts = [], []
+        for seed in self.seeds:
+            record = self.record(Address(method, train_domain, seed, train_domain))
+            training = self.training.get((method, train_domain, seed), {})
+            step = record.get("selected_step") if isinstance(record, dict) else None
+            steps.append(training.get("selected_step") if step is None else step)
+            firsts.append(training.get("first_selectable_step"))
+        known = [first for first in firsts if first is not None]
+        return SelectedSteps(tuple(self.seeds), tuple(steps), known[0] if known else None)
 
     def source_summary(
         self, domain: str, path: MetricPath, methods: Sequence[str]
@@ -270,6 +317,17 @@ def read_record(path: Path, run_dir: Path) -> Record | str:
     return record
 
 
+def read_training_metrics(run_dir: Path) -> Record | None:
+    """A run's training `metrics.json` (selected and first selectable step), or None when it is
+    missing or unreadable (the tables then show the step as unknown)."""
+    path = run_dir / TRAINING_METRICS
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
 def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
     """Read every eval record the configured grid (and Table 2) asks for."""
     evaluations = Evaluations(
@@ -293,6 +351,12 @@ def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
                     evaluations.records[address] = _locate(
                         evaluations, address, source, note
                     )
+                if source is not None:
+                    training = read_training_metrics(
+                        evaluations.run_dir(method, train_domain, seed)
+                    )
+                    if training is not None:
+                        evaluations.training[(method, train_domain, seed)] = training
     add_masker_blur(evaluations)
     return evaluations
 

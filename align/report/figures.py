@@ -1,6 +1,7 @@
 """The paper's figures: Fig. 2 (accuracy with the background outside each mask blurred), Fig. 4
 (case study: each method's Grad-CAM of the true class) and Fig. 5 (masker, SAM and ground-truth
-masks side by side).
+masks side by side, each mask labelled with its IoU against the ground truth and its spread, the
+ground truth with the object's area).
 
 Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, at a fixed size: a
 panel is PANEL_WIDTH x PANEL_HEIGHT inches at DPI dots per inch (sizes are multiples of 1/4 inch,
@@ -27,6 +28,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from align.atomic import atomic_path
+from align.metrics import iou, spread
 from align.report.collect import Evaluations, Summary, display_name
 from align.report.examples import (
     explain_true_class,
@@ -152,11 +154,23 @@ def case_study_figure(
 # --- Fig. 5 ------------------------------------------------------------------------------------
 
 
+def mask_label(mask: Tensor, gt: Tensor | str) -> str:
+    """`IoU 45.2 | spread 21.0` (in %) for one mask (1,H,W) in [0,1]; the spread alone without
+    a ground truth, `IoU n/a` when the ground truth has no object."""
+    text = f"spread {100 * spread(mask[None]).item():.1f}"
+    if isinstance(gt, str):
+        return text
+    score = iou(mask[None], gt[None]).item()
+    return f"IoU {'n/a' if math.isnan(score) else f'{100 * score:.1f}'} | {text}"
+
+
 def mask_gallery_figure(
     evaluations: Evaluations, provenance: dict[str, Any], device: torch.device
 ) -> Figure:
     """Fig. 5 (lower part): rows of test images with ALIGN's masker mask, SAM's mask and the
-    ground-truth mask."""
+    ground-truth mask; under each mask its IoU (%) against the ground truth and its spread (%,
+    the standard deviation of its values over the pixels: 0 for a uniform mask), under the
+    ground truth the object's area (%)."""
     params = evaluations.params
     seed = evaluations.seeds[0]
     domains = evaluations.train_domains
@@ -164,7 +178,10 @@ def mask_gallery_figure(
     height = rows * PANEL_HEIGHT + FOOTER_HEIGHT
     figure = new_figure(
         4 * PANEL_WIDTH, height, FOOTER_HEIGHT,
-        _provenance_line(provenance, f"ALIGN masker of seed {seed}"),
+        _provenance_line(
+            provenance, f"ALIGN masker of seed {seed}; IoU (mask >= 0.5) and spread (std of the"
+            " mask over its pixels) in %"
+        ),
     )
     axes = figure.subplots(rows, 4, squeeze=False)
     for ax in axes.flat:
@@ -181,12 +198,19 @@ def mask_gallery_figure(
                 ax.set_axis_on()
             _image(row[0], images.pixels[i])
             row[0].set_ylabel(f"{domain} [{images.class_names[i]}]", fontsize=6)
-            for ax, masks in zip(row[1:], (masker, images.sam_masks, images.gt_masks),
-                                 strict=True):
+            gt = images.gt_masks if isinstance(images.gt_masks, str) else images.gt_masks[i]
+            for ax, masks in zip(row[1:3], (masker, images.sam_masks), strict=True):
                 if isinstance(masks, str):
                     _blank(ax, masks)
-                else:
-                    _image(ax, masks[i])
+                    continue
+                _image(ax, masks[i])
+                ax.set_xlabel(mask_label(masks[i], gt), fontsize=5)
+            if isinstance(gt, str):
+                _blank(row[3], gt)
+            else:
+                _image(row[3], gt)
+                area = 100 * (gt >= 0.5).float().mean().item()
+                row[3].set_xlabel(f"object {area:.1f}% of the image", fontsize=5)
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=6)
     return figure
@@ -217,12 +241,13 @@ def blur_bars(evaluations: Evaluations) -> list[Bar]:
 
 
 def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
-    """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): an empty mean where a
-    bar could not be computed, with the reason in `note`."""
+    """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): the mean over seeds and
+    the half-width of its 95% interval (empty for one seed), an empty mean where a bar could not
+    be computed, with the reason in `note`."""
     output = io.StringIO()
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow([
-        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_std", "n", "note",
+        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_ci95", "n", "note",
         "git_commit", "params_hash",
     ])
     for bar in bars:
@@ -231,7 +256,7 @@ def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
             f"{bar.domain} | {display_name(bar.method)} | {BLUR_SOURCES[bar.source]}",
             bar.method, bar.source, bar.domain,
             "" if summary.mean is None else f"{summary.mean:.4f}",
-            "" if summary.std is None else f"{summary.std:.4f}",
+            "" if summary.half_width is None else f"{summary.half_width:.4f}",
             summary.n,
             summary.reason,
             provenance["git_commit"], provenance["params_hash"],
@@ -243,7 +268,7 @@ def blur_figure(
     evaluations: Evaluations, bars: list[Bar], provenance: dict[str, Any]
 ) -> Figure:
     """Fig. 2: per domain, grouped bars of accuracy by method, one bar per mask whose outside is
-    blurred; error bars are the standard deviation over seeds."""
+    blurred; error bars are the 95% t interval of the mean over seeds."""
     methods = main_methods(evaluations)
     domains = evaluations.train_domains
     columns = max(1, min(2, len(domains)))
@@ -273,7 +298,7 @@ def blur_figure(
         for k, source in enumerate(shown):
             found = [(j, b.accuracy) for j, m in enumerate(methods) for b in bars
                      if (b.method, b.domain, b.source) == (m, domain, source) and b.accuracy.n]
-            spreads = [summary.std for _, summary in found]
+            spreads = [summary.half_width for _, summary in found]
             ax.bar([j + (k - (len(shown) - 1) / 2) * width for j, _ in found],
                    [summary.mean for _, summary in found], width,
                    # No error bar from a single seed, rather than a misleading zero.

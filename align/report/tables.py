@@ -1,7 +1,8 @@
 """The paper's tables from the collected evaluations: layout, CSV, Markdown and metric numbers.
 
-Every cell is a `Summary` over seeds: `mean ± std (n=k)` (sample standard deviation), or the
-reason it could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
+Every cell is a `Summary` over seeds: `mean ± h (n=k)`, h the half-width of the 95% Student t
+interval of the mean over the k seeds (`mean (n=1, no interval)` for one seed), or the reason it
+could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
 note, listed under the table, so the table stays readable. Markdown marks the best mean in bold:
 per column (the best method for a domain and metric) in Tables 1 and 2 and the mask-quality
 table, per row in Table 3 (the best method for a train -> test pair, as the paper compares
@@ -21,12 +22,17 @@ from align.report.collect import (
     ABLATION_ROWS,
     Evaluations,
     MetricPath,
+    SelectedSteps,
     Summary,
     display_name,
     is_ablation,
 )
 
 DIGITS = 2
+CELL_CAPTION = (
+    "Cells: mean ± half-width of its 95% CI over seeds (Student t: `t(0.975, n-1) * s /"
+    " sqrt(n)`, s the sample standard deviation), n = seeds; one seed gives no interval."
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Metric:
     label: str
     path: MetricPath
     higher_is_better: bool = True
+    ranked: bool = True
+    """False for a descriptive number that no single direction makes better: never bold."""
 
 
 ID_METRICS = (
@@ -42,7 +50,16 @@ ID_METRICS = (
     Metric("Suff", ("sufficiency",), higher_is_better=False),
     Metric("Comp", ("comprehensiveness",)),
 )
-MASK_METRICS = (("IoU", "iou"), ("Dice", "dice"), ("Pointing", "pointing_game"))
+MASK_METRICS = (
+    Metric("IoU", ("iou",)),
+    Metric("Dice", ("dice",)),
+    Metric("Pointing", ("pointing_game",)),
+    # Inside and outside only mean something together (their gap), and the all-ones reference
+    # tops "Inside" by construction: descriptive, not ranked, like the spread.
+    Metric("Inside", ("inside",), ranked=False),
+    Metric("Outside", ("outside",), ranked=False),
+    Metric("Spread", ("spread",), ranked=False),
+)
 ID_CAPTION = (
     "Acc and AUC (macro one-vs-rest) in %; Suff and Comp: ERASER sufficiency and"
     " comprehensiveness (AOPC, percentage points) of the predicted class's Grad-CAM; lower Suff"
@@ -55,6 +72,8 @@ class Column:
     key: str
     """The header, e.g. `gradient/Acc`; also the key in the metrics JSON."""
     higher_is_better: bool = True
+    ranked: bool = True
+    """Whether the Markdown bolds its best value."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class Row:
     labels: tuple[str, ...]
     """The index cells, e.g. ("ERM",) or ("gradient", "noise")."""
     cells: dict[str, Summary]
+    steps: str = ""
+    """The checkpoint steps the row's runs selected, for the CSV (empty: not a trained row)."""
 
 
 @dataclass
@@ -78,6 +99,9 @@ class Table:
     best_along: Literal["column", "row"] = "column"
     notes: list[str] = field(default_factory=list)
     """Lines printed under the Markdown table (e.g. which runs a row was read from)."""
+    selected: dict[str, dict[str, SelectedSteps]] = field(default_factory=dict)
+    """Method label -> train domain -> the checkpoint steps its runs selected, printed as a
+    second small table under the Markdown table."""
 
 
 # --- layout ------------------------------------------------------------------------------------
@@ -107,7 +131,34 @@ def _id_row(evaluations: Evaluations, method: str) -> Row:
         for domain in evaluations.train_domains
         for metric in ID_METRICS
     }
-    return Row(method, (display_name(method),), cells)
+    steps = _steps_text({
+        domain: evaluations.selected_steps(method, domain) for domain in evaluations.train_domains
+    })
+    return Row(method, (display_name(method),), cells, steps)
+
+
+def _selected(evaluations: Evaluations, methods: list[str]) -> dict[str, dict[str, SelectedSteps]]:
+    """The Markdown step table: methods whose runs exist (configured or standing in), by domain."""
+    return {
+        display_name(method): {
+            domain: evaluations.selected_steps(method, domain)
+            for domain in evaluations.train_domains
+        }
+        for method in methods
+        if method in evaluations.sources
+    }
+
+
+def _steps_text(by_name: dict[str, SelectedSteps]) -> str:
+    """`gradient: 250, 300 (seeds 0, 1; selectable from 101); noise: ...` for a CSV cell."""
+    parts = []
+    for name, selected in by_name.items():
+        seeds = ", ".join(map(str, selected.seeds))
+        first = "" if selected.first_selectable is None else (
+            f"; selectable from {selected.first_selectable}"
+        )
+        parts.append(f"{name}: {selected.text()} (seeds {seeds}{first})")
+    return "; ".join(parts)
 
 
 def id_table(evaluations: Evaluations) -> Table:
@@ -122,6 +173,7 @@ def id_table(evaluations: Evaluations) -> Table:
         columns=_id_columns(evaluations),
         rows=[_id_row(evaluations, method) for method in methods],
         notes=method_notes(evaluations, methods),
+        selected=_selected(evaluations, methods),
     )
 
 
@@ -135,6 +187,7 @@ def ablation_table(evaluations: Evaluations) -> Table:
         columns=_id_columns(evaluations),
         rows=[_id_row(evaluations, method) for method in ABLATION_ROWS],
         notes=method_notes(evaluations, list(ABLATION_ROWS)),
+        selected=_selected(evaluations, list(ABLATION_ROWS)),
     )
 
 
@@ -149,6 +202,10 @@ def ood_table(evaluations: Evaluations) -> Table:
                 display_name(method): evaluations.summary(method, train, test, ("accuracy",))
                 for method in methods
             },
+            _steps_text({
+                display_name(method): evaluations.selected_steps(method, train)
+                for method in methods
+            }),
         )
         for train in evaluations.train_domains
         for test in evaluations.target_domains
@@ -166,50 +223,65 @@ def ood_table(evaluations: Evaluations) -> Table:
         rows=rows,
         best_along="row",
         notes=notes,
+        selected=_selected(evaluations, methods),
     )
 
 
 def mask_quality_table(evaluations: Evaluations) -> Table:
-    """Masks against the ground truth: ALIGN's masker, SAM, and each method's Grad-CAM; columns
-    IoU, Dice and pointing game per domain, on the test split of the training domain."""
+    """Maps against the ground truth: ALIGN's masker, the uniform reference, SAM, and each
+    method's Grad-CAM; per domain IoU, Dice, pointing game, mean inside and outside the object,
+    and spread, on the test split of the training domain. Spread needs no ground truth, so it is
+    filled on every dataset."""
     domains = evaluations.train_domains
     grid = list(evaluations.params.grid.methods)
     masker_first = ["align", *[m for m in grid if m != "align"]]
 
     def source_row(key: str, label: str, source: str, methods: list[str]) -> Row:
         cells = {
-            f"{domain}/{label_}": evaluations.source_summary(
-                domain, ("mask_quality", source, name), methods
+            f"{domain}/{metric.label}": evaluations.source_summary(
+                domain, ("mask_quality", source, *metric.path), methods
             )
             for domain in domains
-            for label_, name in MASK_METRICS
+            for metric in MASK_METRICS
         }
         return Row(key, (label,), cells)
 
     def gradcam_row(method: str) -> Row:
         cells = {
-            f"{domain}/{label}": evaluations.summary(
-                method, domain, domain, ("mask_quality", "gradcam", name)
+            f"{domain}/{metric.label}": evaluations.summary(
+                method, domain, domain, ("mask_quality", "gradcam", *metric.path)
             )
             for domain in domains
-            for label, name in MASK_METRICS
+            for metric in MASK_METRICS
         }
         return Row(f"gradcam_{method}", (f"Grad-CAM ({display_name(method)})",), cells)
 
     rows = [
         source_row("masker", "Masker (ALIGN)", "masker", masker_first),
+        source_row("uniform", "Uniform mask (all ones)", "uniform", masker_first),
         source_row("sam", "SAM", "sam", grid),
         *[gradcam_row(method) for method in grid],
     ]
     return Table(
         name="mask_quality",
-        title=f"Mask quality against the ground-truth object masks on {evaluations.dataset}",
+        title=f"Mask quality (against the ground-truth object masks) on {evaluations.dataset}",
         caption=(
-            "IoU (map thresholded at 0.5), soft Dice and pointing game, in %, on the test split of"
-            " the training domain; Grad-CAM of the predicted class."
+            "On the test split of the training domain, in %: IoU (map thresholded at 0.5), soft"
+            " Dice, pointing game, the map's mean value inside the object and outside it, and its"
+            " spread (per-image standard deviation of the map over its"
+            " pixels, averaged over images: 0 for a uniform map, 50 at most; no ground truth"
+            " needed). Grad-CAM of the predicted class. The uniform mask is the all-ones map,"
+            " the best any constant map scores (a constant below 0.5 has IoU 0): its IoU is the"
+            " object's area, inside = outside and spread 0, so a masker that finds the object"
+            " beats its IoU and has inside well above outside. Inside, outside and spread are"
+            " descriptive, never bold."
         ),
         index=("Mask",),
-        columns=[Column(f"{d}/{label}") for d in domains for label, _ in MASK_METRICS],
+        columns=[
+            Column(f"{d}/{metric.label}", metric.higher_is_better, metric.ranked)
+            for d in domains
+            for metric in MASK_METRICS
+        ],
         rows=rows,
     )
 
@@ -231,6 +303,7 @@ def best_cells(table: Table) -> set[tuple[int, str]]:
         groups = [
             ([(i, column.key) for i in range(len(table.rows))], column.higher_is_better)
             for column in table.columns
+            if column.ranked
         ]
     else:
         direction = all(column.higher_is_better for column in table.columns)
@@ -255,16 +328,19 @@ def best_cells(table: Table) -> set[tuple[int, str]]:
 
 
 def to_csv(table: Table, provenance: dict[str, Any]) -> str:
-    """The table as CSV: index columns, one column per table column with `mean ± std (n=k)` or
+    """The table as CSV: index columns, one column per table column with `mean ± h (n=k)` or
     the reason, and the git commit and params hash on every row (so each row says where it came
     from, and the file stays plain CSV)."""
     output = io.StringIO()
     writer = csv.writer(output, lineterminator="\n")
-    writer.writerow([*table.index, *(c.key for c in table.columns), "git_commit", "params_hash"])
+    steps = ["selected_steps"] if table.selected else []
+    writer.writerow([*table.index, *(c.key for c in table.columns), *steps, "git_commit",
+                     "params_hash"])
     for row in table.rows:
         writer.writerow([
             *row.labels,
             *(row.cells[c.key].text(DIGITS) for c in table.columns),
+            *([row.steps] if steps else []),
             provenance["git_commit"],
             provenance["params_hash"],
         ])
@@ -273,6 +349,31 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
 
 def _markdown_escape(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _steps_markdown(table: Table) -> list[str]:
+    """The checkpoint each run selected, as a small table: a row per method, a column per
+    training domain with the steps in seed order, and the method's first selectable step."""
+    if not table.selected:
+        return []
+    first_row = next(iter(table.selected.values()))
+    domains = list(first_row)
+    seeds = next(iter(first_row.values())).seeds if first_row else ()
+    lines = [
+        f"Selected checkpoints, by training domain: the training step of the model each run kept"
+        f" (best validation accuracy), seeds {', '.join(map(str, seeds))} in that order; a run"
+        f" may only select a step from its method's first selectable step on (after its"
+        f" warm-up).",
+        "",
+        "| " + " | ".join(["Method", "first selectable", *domains]) + " |",
+        "|" + "|".join("---" for _ in range(2 + len(domains))) + "|",
+    ]
+    for label, by_domain in table.selected.items():
+        firsts = [s.first_selectable for s in by_domain.values() if s.first_selectable is not None]
+        first = str(firsts[0]) if firsts else "n/a"
+        lines.append("| " + " | ".join([label, first, *(s.text() for s in by_domain.values())])
+                     + " |")
+    return [*lines, ""]
 
 
 def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
@@ -286,23 +387,20 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
         if summary.mean is None:
             number = reasons.setdefault(summary.reason or "no value", len(reasons) + 1)
             return f"n/a [{number}]"
-        value = f"{summary.mean:.{DIGITS}f}"
-        if summary.std is not None:
-            value += f" ± {summary.std:.{DIGITS}f}"
+        value = summary.value_text(DIGITS)
         if (i, key) in best:
             value = f"**{value}**"
-        count = f"n={summary.n}"
+        count = summary.count_text()
         if summary.n < summary.expected:
             number = reasons.setdefault(summary.reason, len(reasons) + 1)
-            count = f"n={summary.n} of {summary.expected} [{number}]"
+            count = count.replace(f"of {summary.expected}", f"of {summary.expected} [{number}]")
         return f"{value} ({count})"
 
     header = [*table.index, *(c.key for c in table.columns)]
     lines = [
         f"# {table.title}",
         "",
-        f"{table.caption} Mean ± sample standard deviation over seeds (n = seeds); **bold**: the"
-        f" best mean in each {table.best_along}.",
+        f"{table.caption} {CELL_CAPTION} **Bold**: the best mean in each {table.best_along}.",
         "",
         "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -314,6 +412,7 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
     if reasons:
         lines += [f"[{number}] {_markdown_escape(reason)}  " for reason, number in reasons.items()]
         lines.append("")
+    lines += _steps_markdown(table)
     if table.notes:
         lines += [f"Note: {note}" for note in table.notes]
         lines.append("")

@@ -5,6 +5,8 @@
 REPORT_FILES = [
     *expand("{table}.{ext}", table=["id_table", "ablation_table", "ood_table", "mask_quality"],
             ext=["csv", "md"]),
+    "verdict.md",
+    "verdict.csv",
     "metrics.json",
     "fig2.csv",
     "provenance.json",
