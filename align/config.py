@@ -111,6 +111,9 @@ class ModelConfig(StrictModel):
     pretrained: str = "none"
     """`none`, `imagenet` (torchvision's weights; needs the file offline) or a state-dict path."""
     small_stem: bool = False
+    layer4_stride: Literal[1, 2] = 2
+    """2: torchvision's ResNet-18; 1: `layer4` keeps layer3's resolution, doubling the side of the
+    Grad-CAM map (4x4 instead of 2x2 at 64 px) for about 1.7x the FLOPs; ImageNet weights load."""
     """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
     masker_width: PositiveInt = 16
 

@@ -12,8 +12,10 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast where `bf16` says so; by default on CUDA only, full precision on the CPU."""
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()

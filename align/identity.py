@@ -267,7 +267,9 @@ def _sam_reads(params: Params, job: Job) -> dict[str, Any]:
 def _train_reads(params: Params, job: Job) -> dict[str, Any]:
     name, config = canonical_method(params, job.method, job.dataset)  # type: ignore[arg-type]
     method = METHODS.get(name)
-    model = {"pretrained": params.model.pretrained, "small_stem": params.model.small_stem}
+    model = {
+        key: value for key, value in select(params, "model").items() if key != "masker_width"
+    }
     train = select(params, "train")
     read = {key: train[key] for key in ("steps", "batch_size", "lr", "weight_decay", "eval_every")}
     if method.uses_masker:

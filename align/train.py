@@ -133,7 +133,9 @@ class Trainer:
 
     def _build_models(self, method_cls: type[Method]) -> Models:
         model = self.params.model
-        classifier = create_classifier(len(self.classes), model.pretrained, model.small_stem)
+        classifier = create_classifier(
+            len(self.classes), model.pretrained, model.small_stem, model.layer4_stride
+        )
         masker = Masker(model.masker_width) if method_cls.uses_masker else None
         models = Models(classifier, masker)
         for module in models.modules().values():

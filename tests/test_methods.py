@@ -408,7 +408,8 @@ def test_sam_masks_come_from_their_shards_augmented_with_their_images(tiny_synth
     def first_batch(method: str) -> dict:
         spec = RunSpec("synthetic", "noise", method, 0)
         trainer = Trainer(params, spec, run_identity(params, spec), tmp_path / method, False)
-        return next(trainer._batches())
+        trainer._make_loaders()
+        return next(iter(trainer.train_loader))
 
     sam, truth = first_batch("m_sam"), first_batch("m_gt")
     assert sam["key"] == truth["key"] and torch.equal(sam["image"], truth["image"])

@@ -18,12 +18,20 @@ from align.errors import UserError
 class ResNetClassifier(nn.Module):
     """ResNet-18 on ImageNet-normalised input (B,3,H,W) -> logits (B,num_classes)."""
 
-    def __init__(self, num_classes: int, small_stem: bool = False) -> None:
+    def __init__(self, num_classes: int, small_stem: bool = False, layer4_stride: int = 2) -> None:
         super().__init__()
         self.backbone: ResNet = resnet18(weights=None)
         if small_stem:
             # At 64 px the stock stem leaves a 2x2 layer4 map; a stride-1 first conv keeps 4x4.
             self.backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        if layer4_stride == 1:
+            # layer4 at layer3's resolution: twice the side of the Grad-CAM map for ~1.7x the
+            # FLOPs; the weights keep their shapes, so ImageNet weights still load.
+            block = self.backbone.layer4[0]
+            block.conv1.stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+        elif layer4_stride != 2:
+            raise ValueError(f"layer4_stride must be 1 or 2, got {layer4_stride}")
         self.backbone.fc = nn.Linear(self.backbone.fc.in_features, num_classes)
 
     @property
@@ -48,12 +56,14 @@ class ResNetClassifier(nn.Module):
         return self.classify_features(self.features(x))
 
 
-def create_classifier(num_classes: int, pretrained: str = "none", small_stem: bool = False):
+def create_classifier(
+    num_classes: int, pretrained: str = "none", small_stem: bool = False, layer4_stride: int = 2
+) -> ResNetClassifier:
     """`pretrained`: `none`, `imagenet` (torchvision's weights API) or a path to a state dict.
 
     Pretrained weights fill everything but the new head (and the first conv with a small stem).
     """
-    model = ResNetClassifier(num_classes, small_stem=small_stem)
+    model = ResNetClassifier(num_classes, small_stem=small_stem, layer4_stride=layer4_stride)
     if pretrained == "none":
         return model
     state = _imagenet_state() if pretrained == "imagenet" else _state_from_file(Path(pretrained))

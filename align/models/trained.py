@@ -39,7 +39,9 @@ def load_trained(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRu
         raise UserError(f"{path} is unreadable ({error}); train the run again") from None
     model = state["identity"]["params"]["model"]
     # The weights replace the initial ones, so no pretrained file needs to be present here.
-    classifier = create_classifier(len(state["classes"]), "none", model["small_stem"])
+    classifier = create_classifier(
+        len(state["classes"]), "none", model["small_stem"], model.get("layer4_stride", 2)
+    )
     classifier.load_state_dict(state["models"]["classifier"])
     masker = None
     if "masker" in state["models"]:

@@ -1,0 +1,60 @@
+"""What each speed lever buys for one ERM and one ALIGN training step on this machine, measured in
+one process against the same reference (64 px, the stock ResNet-18, fp32, one thread): the
+Grad-CAM resolution options (4x4 maps by layer4 stride 1, by a stride-1 stem, by 128 px input),
+bf16 autocast, channels-last memory, and two threads instead of one. Prints JSON.
+
+    python bench/levers.py [--steps 8] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from dataclasses import asdict, replace
+
+import torch
+from step_time import Setting, seconds_per_step
+
+METHODS = ("erm", "align")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    reference = Setting(batch=args.batch)
+    four_by_four = replace(reference, layer4_stride=1)
+    settings = {
+        "reference (64 px, 2x2 CAM)": reference,
+        "layer4 stride 1 (4x4)": four_by_four,
+        "stride-1 stem (4x4)": replace(reference, small_stem=True),
+        "128 px input (4x4)": replace(reference, size=128),
+        "layer4 stride 1 + bf16": replace(four_by_four, bf16=True),
+        "layer4 stride 1 + channels-last": replace(four_by_four, channels_last=True),
+        "layer4 stride 1 + bf16 + channels-last": replace(four_by_four, bf16=True,
+                                                          channels_last=True),
+    }
+    results = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for label, setting in settings.items():
+            if threads == 2 and setting not in (reference, four_by_four):
+                continue
+            seconds = {m: seconds_per_step(m, setting, args.steps, args.warmup) for m in METHODS}
+            results[f"{label}, {threads} thread(s)"] = {"setting": asdict(setting), **seconds}
+    base = results[f"{next(iter(settings))}, 1 thread(s)"]
+    for entry in results.values():
+        for method in METHODS:
+            entry[f"{method}_vs_reference"] = round(entry[method] / base[method], 3)
+        entry["align_vs_erm"] = round(entry["align"] / entry["erm"], 3)
+        for method in METHODS:
+            entry[method] = round(entry[method], 4)
+    print(json.dumps({"cpu": platform.processor() or platform.machine(),
+                      "seconds_per_step_and_ratios": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
