@@ -13,13 +13,20 @@ from align.models.classifier import ResNetClassifier
 
 
 def same_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
-    """For each sample, the index of a random sample of the same class in the batch (B,).
+    """For each sample, the index of another sample of its class in the batch (B,), drawn uniformly
+    among them from `generator`; a sample alone in its class is paired with itself.
 
-    A sample alone in its class is paired with itself.
+    Pairing a sample with itself would make its Eq. 18 mixture the sample itself and its
+    consistency term exactly zero, which a batch of 32 over 5 classes did about 15% of the time.
     """
-    scores = torch.rand(labels.shape[0], labels.shape[0], generator=generator)
-    scores = scores.to(labels.device).masked_fill(labels[:, None] != labels[None, :], -1.0)
-    return scores.argmax(dim=1)
+    count = labels.shape[0]
+    scores = torch.rand(count, count, generator=generator).to(labels.device)
+    others = labels[:, None] == labels[None, :]
+    others.fill_diagonal_(False)
+    # Uniform scores in [0, 1): the argmax over the allowed entries is a uniform choice among them.
+    partners = scores.masked_fill(~others, -1.0).argmax(dim=1)
+    itself = torch.arange(count, device=labels.device)
+    return torch.where(others.any(dim=1), partners, itself)
 
 
 def beta_sample(alpha: float, count: int, generator: torch.Generator) -> Tensor:
