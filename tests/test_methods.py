@@ -4,8 +4,10 @@ ablations that are DRE, the fixed-mask targets and where their masks come from).
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from captum.attr import Saliency
 from PIL import Image
 
 from align.config import Params, parse_params
@@ -26,7 +29,7 @@ from align.methods.irm import irm_penalty, random_halves
 from align.methods.m_gray import grayscale
 from align.methods.regularizers import beta_sample
 from align.methods.sgdrop import salient_feature_keep
-from align.methods.sgt import mask_lowest_saliency
+from align.methods.sgt import mask_lowest_saliency, pixel_saliency
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
 from align.runs import RunSpec, run_identity, run_key
@@ -198,36 +201,92 @@ def test_mixup_mixes_images_and_labels(batch):
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.25])
-def test_sgt_masks_exactly_the_lowest_fraction_k_within_each_channels_range(fraction):
+def test_sgt_masks_the_lowest_fraction_k_of_pixels_in_every_channel_within_its_range(fraction):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 8, 8, generator=generator)
-    saliency = torch.rand(4, 3, 8, 8, generator=generator)
+    saliency = torch.randn(4, 8, 8, generator=generator)
     masked, where = mask_lowest_saliency(x, saliency, fraction, generator)
-    assert torch.equal(where.flatten(1).sum(1), torch.full((4,), int(fraction * 192)))
+    pixels = where[:, 0]
+    assert torch.equal(where, pixels[:, None].expand_as(where))  # a pixel goes in all channels
+    assert torch.equal(pixels.flatten(1).sum(1), torch.full((4,), int(fraction * 64)))
     assert torch.equal(masked[~where], x[~where])
-    highest_masked = saliency.masked_fill(~where, -1).flatten(1).amax(1)
-    lowest_kept = saliency.masked_fill(where, 2).flatten(1).amin(1)
-    assert torch.all(highest_masked < lowest_kept)
+    highest_masked = saliency.masked_fill(~pixels, -1e9).flatten(1).amax(1)
+    lowest_kept = saliency.masked_fill(pixels, 1e9).flatten(1).amin(1)
+    assert torch.all(highest_masked < lowest_kept)  # signed: the most negative go first
     low, high = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
     assert torch.all((masked >= low) & (masked <= high))
     assert not torch.equal(masked[where], x[where])
 
 
-def test_sgt_kl_is_of_the_masked_prediction_from_the_clean_one(batch):
+def test_sgt_saliency_is_captums_on_the_true_logit_in_eval_mode_averaged_over_channels(batch):
+    classifier = tiny_models(make_method("sgt")).classifier.train()
+    running_mean = classifier.backbone.bn1.running_mean.clone()
+    saliency = pixel_saliency(classifier, batch["image"], batch["label"])
+    assert classifier.training  # the mode is restored ...
+    assert torch.equal(classifier.backbone.bn1.running_mean, running_mean)  # ... stats untouched
+    classifier.eval()
+    inputs = batch["image"].clone().requires_grad_()
+    authors = Saliency(classifier).attribute(inputs, target=batch["label"], abs=False).mean(1)
+    assert saliency.shape == (8, 32, 32)
+    assert torch.allclose(saliency, authors, atol=1e-7)
+
+
+def test_sgt_loss_replays_the_authors_steps(batch):
+    """Eval-mode saliency, signed channel mean, per-pixel mask, then CE + lambda * KL(clean||masked)
+    from training-mode passes; the replay starts from a copy of the untouched classifier."""
     method = make_method("sgt", kl_weight=2.0)
     models = tiny_models(method)
-    models.classifier.eval()
-    terms = method.losses("classifier", batch, models, 0)
-    replay = torch.Generator().manual_seed(0)
-    x = batch["image"].clone().requires_grad_()
-    logits = models.classifier(x)
-    (saliency,) = torch.autograd.grad(logits.gather(1, batch["label"][:, None]).sum(), x)
-    masked, _ = mask_lowest_saliency(batch["image"], saliency.abs(), 0.5, replay)
-    p_masked = models.classifier(masked).log_softmax(1)
-    p_clean = logits.log_softmax(1)
-    expected = (p_masked.exp() * (p_masked - p_clean)).sum(1).mean()
+    replica = copy.deepcopy(models.classifier)
+    with training_phase(models, "classifier"):
+        terms = method.losses("classifier", batch, models, 0)
+    x, labels = batch["image"], batch["label"]
+    replica.eval()
+    inputs = x.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(replica(inputs).gather(1, labels[:, None]).sum(), inputs)
+    masked, _ = mask_lowest_saliency(x, gradient.mean(1), 0.5, torch.Generator().manual_seed(0))
+    replica.train()
+    with torch.no_grad():
+        clean, noisy = replica(x).log_softmax(1), replica(masked).log_softmax(1)
+    expected = (clean.exp() * (clean - noisy)).sum(1).mean()
     assert terms["kl"].item() == pytest.approx(2 * expected.item(), rel=1e-4)
-    assert terms["ce"].item() == pytest.approx(F.cross_entropy(logits, batch["label"]).item())
+    assert terms["ce"].item() == pytest.approx(F.nll_loss(clean, labels).item(), rel=1e-5)
+
+
+def test_sgt_can_rank_by_absolute_saliency(batch, monkeypatch):
+    seen = []
+
+    def record(x, saliency, *_):
+        seen.append(saliency)
+        return x, None
+
+    monkeypatch.setattr("align.methods.sgt.mask_lowest_saliency", record)
+    for absolute in (False, True):
+        method = make_method("sgt", absolute_saliency=absolute)
+        method.losses("classifier", batch, tiny_models(method), 0)
+    assert (seen[0] < 0).any() and torch.equal(seen[1], seen[0].abs())
+
+
+class FirstPixelLogits(torch.nn.Module):
+    """Logits = the first two channels of the top-left pixel: predictions set by hand."""
+
+    def forward(self, x):
+        return x[:, :2, 0, 0]
+
+
+def test_sgt_kl_is_of_the_clean_prediction_to_the_masked_one_by_hand(monkeypatch):
+    """Ismail et al. (2021, Alg. 1) and their code: KL(f(x) || f(x masked)), clean first."""
+    clean = torch.zeros(1, 3, 4, 4)
+    clean[0, :2, 0, 0] = torch.tensor([0.5, 0.5]).log()
+    masked = torch.zeros(1, 3, 4, 4)
+    masked[0, :2, 0, 0] = torch.tensor([0.9, 0.1]).log()
+    monkeypatch.setattr("align.methods.sgt.mask_lowest_saliency", lambda *args: (masked, None))
+    method = make_method("sgt", kl_weight=1.0)
+    models = Models(FirstPixelLogits())
+    terms = method.losses("classifier", {"image": clean, "label": torch.tensor([0])}, models, 0)
+    clean_first = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)  # 0.511
+    masked_first = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)  # 0.368
+    assert terms["kl"].item() == pytest.approx(clean_first, rel=1e-5)
+    assert terms["kl"].item() != pytest.approx(masked_first, rel=1e-2)
 
 
 # --- SGDrop --------------------------------------------------------------------------------
