@@ -24,7 +24,7 @@ from align.data.transforms import normalize
 from align.errors import UserError
 from align.explain import gradcam
 from align.masks.sam import STATUS_NAME
-from align.methods.base import METHODS, Models
+from align.methods.base import METHODS, Models, resolve_config
 from align.methods.irm import irm_penalty, random_halves
 from align.methods.m_gray import grayscale
 from align.methods.regularizers import beta_sample
@@ -33,7 +33,7 @@ from align.methods.sgt import mask_lowest_saliency, pixel_saliency
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
 from align.runs import RunSpec, run_identity, run_key
-from align.train import Trainer, mask_shards_root, train_run, training_phase
+from align.train import Trainer, mask_shards_root, to_device, train_run, training_phase
 
 PAST_WARMUP = 10_000
 """A step after every method's warm-up and IRM's annealing."""
@@ -163,11 +163,22 @@ def test_irm_environments_are_random_halves_and_the_penalty_anneals(batch):
     assert (len(first), len(second)) == (4, 5)
     other = random_halves(9, torch.Generator().manual_seed(1))[0]
     assert not torch.equal(first, other)
-    method = make_method("irm", penalty_weight=100.0, anneal_steps=5)
-    assert method.penalty_weight(4) == 1.0 and method.penalty_weight(5) == 100.0
+    method = make_method("irm", penalty_weight=100.0, anneal_fraction=0.25)  # of 20000 steps
+    assert method.penalty_weight(4999) == 1.0 and method.penalty_weight(5000) == 100.0
     with pytest.raises(UserError, match="batch_size >= 4"):
         method.losses("classifier", {**batch, "image": batch["image"][:3],
                                      "label": batch["label"][:3]}, tiny_models(method), 0)
+
+
+def test_irm_reaches_its_full_penalty_weight_well_inside_a_default_run():
+    params = parse_params({})
+    steps = params.train.steps
+    config = resolve_config("irm", params.methods.irm.model_dump(), params.dataset)
+    method = METHODS.get("irm")(config, torch.Generator(), total_steps=steps)
+    weights = [method.penalty_weight(step) for step in range(steps)]
+    assert weights[0] == 1.0
+    full = [step for step, weight in enumerate(weights) if weight == config.penalty_weight]
+    assert full and full[0] <= steps // 2 and full[-1] == steps - 1, full[:1]
 
 
 def test_irm_penalty_alone_trains_the_classifier(batch):
@@ -418,6 +429,23 @@ def test_wo_eg_trains_once_as_dre(tiny_synthetic, tmp_path, monkeypatch):
     second = train_run(params, RunSpec("synthetic", "noise", "dre", 0), tmp_path, False)
     assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
     assert '"method": "dre"' in (second / "identity.json").read_text()
+
+
+def test_irm_starts_a_fresh_adam_when_its_penalty_weight_jumps(tiny_synthetic, tmp_path):
+    """DomainBed's IRM replaces its Adam at `irm_penalty_anneal_iters`: the loop clears it."""
+    params = short(tiny_synthetic, irm={"anneal_fraction": 0.5})  # 4 steps: the jump is at 2
+    spec = RunSpec("synthetic", "noise", "irm", 0)
+    trainer = Trainer(params, spec, run_identity(params, spec), tmp_path / "irm", False)
+    resets = [trainer.method.resets_optimizer("classifier", step) for step in range(4)]
+    assert resets == [False, False, True, False]
+    batch = to_device(next(trainer._batches()), trainer.device)
+    adam, head = trainer.optimizers["classifier"], trainer.models.classifier.head.weight
+    adam_steps = []
+    for step in range(4):
+        trainer.progress.step = step
+        trainer._step(batch)
+        adam_steps.append(int(adam.state[head]["step"]))
+    assert adam_steps == [1, 2, 1, 2]
 
 
 def write_sam_like_masks(params: Params, dataset: str) -> None:

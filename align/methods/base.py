@@ -76,6 +76,11 @@ class Method(ABC):
         """The phases of training step `step`, in order; each steps its own optimiser."""
         return ("classifier",)
 
+    def resets_optimizer(self, phase: str, step: int) -> bool:
+        """Whether the loop discards `phase`'s optimiser state (Adam's moments) before step `step`,
+        as DomainBed's IRM does when its penalty weight jumps."""
+        return False
+
     @abstractmethod
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:
         """Named, already weighted scalar loss terms of `phase`; the loop minimises their sum."""
