@@ -3,8 +3,9 @@
 A run is trained once into `<runs>/.store/<key>/`, with `key` a hash of everything that can change
 its result (its parameters, resolved for the dataset, and the training code); the named folder
 `<runs>/<dataset>/<domain>/<method>/seed<k>/` that DVC and Snakemake see is a hard-linked copy.
-Two names for the same experiment (`wo_eg` and `dre`) share one key, and a reverted parameter
-finds its finished run again, as DomainBed's sweep folders with a `done` marker do.
+Two names for the same experiment (`wo_eg` and `align` with lambda3 = 0) share one key, and a
+reverted parameter finds its finished run again, as DomainBed's sweep folders with a `done` marker
+do.
 """
 
 from __future__ import annotations

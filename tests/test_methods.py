@@ -1,6 +1,7 @@
 """Every registered method: finite loss terms, training that lowers them, gradient routing, and the
-checks particular to each (IRM's penalty, mixup's labels, SGT's mask, SGDrop at evaluation, the
-ablations that are DRE, the fixed-mask targets and where their masks come from)."""
+checks particular to each, against its authors' definition where one exists (IRM's penalty and its
+schedule, mixup's labels, SGT's saliency, mask and KL, SGDrop at evaluation, DRE's terms, the
+configurations that are w/o EG, the fixed-mask targets and where their masks come from)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import webdataset as wds
-from captum.attr import Saliency
+from captum.attr import LayerGradCam, Saliency
 from PIL import Image
 
 from align.config import Params, parse_params
@@ -25,9 +26,10 @@ from align.errors import UserError
 from align.explain import gradcam
 from align.masks.sam import STATUS_NAME
 from align.methods.base import METHODS, Models, resolve_config
+from align.methods.dre import dre_explanation
 from align.methods.irm import irm_penalty, random_halves
 from align.methods.m_gray import grayscale
-from align.methods.regularizers import beta_sample
+from align.methods.regularizers import beta_sample, same_class_partners
 from align.methods.sgdrop import salient_feature_keep
 from align.methods.sgt import mask_lowest_saliency, pixel_saliency
 from align.models.classifier import create_classifier
@@ -336,40 +338,97 @@ def test_sgdrop_drops_in_training_only(batch):
     assert loss.item() != pytest.approx(plain.item(), rel=1e-4)
 
 
-# --- DRE and the ablations that are DRE ----------------------------------------------------
+# --- DRE, and w/o EG: the ablation that is not DRE -----------------------------------------
+
+
+def test_dre_explanation_is_captums_layer_gradcam_min_max_normalised():
+    """Li et al.'s MixupLoss: LayerGradCam on layer4 (no ReLU, layer resolution), then `norm`."""
+    torch.manual_seed(0)
+    classifier = create_classifier(3).eval()
+    x = normalize(torch.rand(4, 3, 96, 96))
+    labels = torch.tensor([0, 2, 1, 2])
+    ours = dre_explanation(classifier, classifier.features(x), labels)
+    cam = LayerGradCam(classifier, classifier.backbone.layer4).attribute(x, target=labels)
+    low, high = cam.amin((2, 3), keepdim=True), cam.amax((2, 3), keepdim=True)
+    assert ours.shape == (4, 1, 3, 3) and (cam < 0).any()  # not ReLU'd before normalising
+    assert torch.allclose(ours, (cam - low) / (high - low), atol=1e-5)
+    ours.sum().backward()  # captum's channel weights are constants: the head learns nothing here
+    assert classifier.head.weight.grad is None
+    assert classifier.backbone.layer4[1].conv2.weight.grad.abs().sum() > 0
+
+
+def test_dre_loss_replays_the_authors_terms():
+    """Consistency, sparsity and mixed CE by hand, each averaged per class and summed over the
+    classifier's 4 classes (one absent) / 4, weighted 1, 0.5 and 0.1 (dre/train.py)."""
+    method = make_method("dre")
+    torch.manual_seed(0)
+    classifier = create_classifier(4).eval()
+    x = normalize(torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    labels = torch.tensor([0, 1, 0, 1, 1, 2])  # class 2 alone, class 3 absent
+    terms = method.losses("classifier", {"image": x, "label": labels}, Models(classifier), 0)
+    replay = torch.Generator().manual_seed(0)
+    partners = same_class_partners(labels, replay)
+    beta = beta_sample(0.2, 6, replay).view(-1, 1, 1, 1)
+    mixed = beta * x + (1 - beta) * x[partners]
+    grad_cam = LayerGradCam(classifier, classifier.backbone.layer4)
+
+    def phi(images):
+        cam = grad_cam.attribute(images, target=labels).detach()
+        low, high = cam.amin((2, 3), keepdim=True), cam.amax((2, 3), keepdim=True)
+        return (cam - low) / (high - low)
+
+    clean_maps, mixed_maps = phi(x), phi(mixed)
+    expected_maps = beta * clean_maps + (1 - beta) * clean_maps[partners]
+    consistency = (mixed_maps - expected_maps).abs().mean((1, 2, 3))
+    sparsity = (clean_maps.mean((1, 2, 3)) + mixed_maps.mean((1, 2, 3))) / 2
+    mixed_ce = F.cross_entropy(classifier(mixed), labels, reduction="none")
+
+    def per_class(values):
+        return sum(values[labels == c].mean() for c in labels.unique().tolist()) / 4
+
+    assert set(terms) == {"ce", "consistency", "sparsity", "mixed_ce"}
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(classifier(x), labels).item())
+    assert terms["consistency"].item() == pytest.approx(per_class(consistency).item(), rel=1e-4)
+    assert terms["sparsity"].item() == pytest.approx(0.5 * per_class(sparsity).item(), rel=1e-4)
+    assert terms["mixed_ce"].item() == pytest.approx(0.1 * per_class(mixed_ce).item(), rel=1e-4)
 
 
 def key(params: Params, method: str, dataset: str = "synthetic") -> str:
     return run_key(run_identity(params, RunSpec(dataset, "noise", method, 0)))
 
 
-def test_wo_eg_and_dre_resolve_to_the_same_run():
+def test_guidance_free_configurations_are_one_run_wo_eg_and_not_dre():
     params = parse_params({})
-    dre = key(params, "dre")
-    assert key(params, "wo_eg") == dre
-    assert run_identity(params, RunSpec("synthetic", "noise", "wo_eg", 0))["method"] == "dre"
-    assert key(params, "wo_eg", "terra_incognita") == key(params, "dre", "terra_incognita")
-    assert key(params, "wo_eg", "terra_incognita") != key(params, "wo_eg")  # lambda 0.2 there
-    assert key(parse_params({"methods": {"align": {"lambda3": 0}}}), "align") == dre
-    assert key(parse_params({"methods": {"m_gray": {"lambda3": 0}}}), "m_gray") == dre
-    assert key(params, "align") != dre and key(params, "m_gray") != dre
-    moved = parse_params({"methods": {"wo_eg": {"lambda4": 0.3}}})
-    assert key(moved, "wo_eg") != dre
-    dre_moved = parse_params({"methods": {"dre": {"lambda_reg": 0.3}}})
-    assert key(moved, "wo_eg") == key(dre_moved, "dre")
-    assert key(parse_params({"methods": {"dre": {"lambda_reg": 0}}}), "dre") == key(params, "erm")
+    wo_eg = key(params, "wo_eg")
+    assert run_identity(params, RunSpec("synthetic", "noise", "wo_eg", 0))["method"] == "wo_eg"
+    unguided = parse_params({"methods": {"align": {"lambda3": 0}, "m_gray": {"lambda3": 0}}})
+    assert key(unguided, "align") == key(unguided, "m_gray") == wo_eg
+    assert key(params, "align") != wo_eg and key(params, "m_gray") != wo_eg
+    assert key(params, "dre") != wo_eg  # DRE's own loss is another experiment
+    assert key(params, "wo_eg", "terra_incognita") != wo_eg  # lambda4 = 0.2 there
+    terra = {"lambda3": 0, "per_dataset": {"terra_incognita": {"lambda4": 0.2}}}
+    terra_unguided = parse_params({"methods": {"align": terra}})
+    assert key(terra_unguided, "align", "terra_incognita") == key(
+        params, "wo_eg", "terra_incognita")
+    moved = parse_params({"methods": {"wo_eg": {"lambda4": 0.3},
+                                      "align": {"lambda3": 0, "lambda4": 0.3}}})
+    assert key(moved, "wo_eg") == key(moved, "align") != wo_eg
+    erm = key(params, "erm")
+    assert key(parse_params({"methods": {"wo_eg": {"lambda4": 0}}}), "wo_eg") == erm
+    unregularised = {"consistency_weight": 0, "sparsity_weight": 0, "mixed_ce_weight": 0}
+    assert key(parse_params({"methods": {"dre": unregularised}}), "dre") == erm
 
 
-def test_align_without_guidance_trains_the_same_classifier_as_dre(batch):
+def test_align_without_guidance_trains_the_same_classifier_as_wo_eg(batch):
     """Same objective and same random draws: the masker steps change nothing in the classifier."""
     align = make_method("align", lambda3=0.0, warmup_steps=1)
-    dre = make_method("dre")
-    align_models, dre_models = tiny_models(align), tiny_models(dre)
+    wo_eg = make_method("wo_eg")
+    align_models, wo_eg_models = tiny_models(align), tiny_models(wo_eg)
     train_steps(align, align_models, batch, steps=3, first_step=0)
-    train_steps(dre, dre_models, batch, steps=3, first_step=0)
+    train_steps(wo_eg, wo_eg_models, batch, steps=3, first_step=0)
     assert align.phases(2) == ("masker", "classifier")
     for (name, a), b in zip(align_models.classifier.state_dict().items(),
-                            dre_models.classifier.state_dict().values(), strict=True):
+                            wo_eg_models.classifier.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -422,13 +481,13 @@ def short(params: Params, **methods: dict) -> Params:
     return parse_params(raw)
 
 
-def test_wo_eg_trains_once_as_dre(tiny_synthetic, tmp_path, monkeypatch):
-    params = short(tiny_synthetic)
+def test_align_without_guidance_trains_once_as_wo_eg(tiny_synthetic, tmp_path, monkeypatch):
+    params = short(tiny_synthetic, align={"lambda3": 0})
     first = train_run(params, RunSpec("synthetic", "noise", "wo_eg", 0), tmp_path, False)
-    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("trained DRE a second time"))
-    second = train_run(params, RunSpec("synthetic", "noise", "dre", 0), tmp_path, False)
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("trained w/o EG a second time"))
+    second = train_run(params, RunSpec("synthetic", "noise", "align", 0), tmp_path, False)
     assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
-    assert '"method": "dre"' in (second / "identity.json").read_text()
+    assert '"method": "wo_eg"' in (second / "identity.json").read_text()
 
 
 def test_irm_starts_a_fresh_adam_when_its_penalty_weight_jumps(tiny_synthetic, tmp_path):

@@ -67,7 +67,7 @@ class Method(ABC):
     def first_selectable_step(cls, config: MethodConfig) -> int:
         """The fewest completed steps after which a checkpoint may be selected as the run's model.
 
-        Before it the method does not yet train its own objective (ALIGN's warm-up trains DRE's),
+        Before it the method does not yet train its own objective (ALIGN's warm-up trains w/o EG's),
         so a checkpoint from then would be another method's model under this method's name.
         """
         return 1

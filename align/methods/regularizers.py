@@ -1,5 +1,6 @@
-"""Loss terms shared by several methods: DRE's explanation regulariser (Eq. 19) and the explanation-
-guided classifier objective (Eq. 17) that ALIGN, its fixed-mask ablations and DRE all minimise."""
+"""Loss terms shared by several methods: ALIGN's mixup explanation regulariser (Eq. 19) and the
+explanation-guided classifier objective (Eq. 17) that ALIGN, its fixed-mask ablations and w/o EG
+minimise, and the same-class partners of the mixup (Eq. 18) that DRE draws as well."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def explanation_mixup_loss(
     alpha: float,
     generator: torch.Generator,
 ) -> Tensor:
-    """Eq. 19 (Li et al. 2023, DRE): explanation consistency under same-class mixup.
+    """Eq. 19 (Hong et al. 2026, after Li et al. 2023's DRE): explanation consistency under mixup.
 
     x (B,3,H,W) normalised; explanations (B,1,H,W): Grad-CAM of `labels` on x, in the graph.
     Mixes each sample with a same-class partner, `beta ~ Beta(alpha, alpha)` per sample (Eq. 18),
@@ -83,7 +84,7 @@ def guided_classifier_losses(
     given and the weight is positive) and `reg` = reg_weight * Eq. 19 (when the weight is positive).
 
     x (B,3,H,W) normalised, labels (B,), target_masks (B,1,H,W) in [0,1]. The target is a constant:
-    no gradient flows into whatever produced it. With no guidance this is DRE's objective, and it
+    no gradient flows into whatever produced it. With no guidance this is w/o EG's objective, and it
     draws from `generator` exactly as ALIGN's classifier step does, so the two train alike.
     """
     logits, features = classifier.forward_features(x)

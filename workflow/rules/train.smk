@@ -1,7 +1,7 @@
 # Training: one job per (domain, method, seed) of `grid`. A job's `params.run` is the run's identity
 # hash (parameters resolved for the method, plus the training code), so it reruns exactly when the
-# experiment changes; an identical experiment (e.g. wo_eg and dre) is found in runs/.store/ and
-# only linked into place.
+# experiment changes; an identical experiment (e.g. wo_eg and align with lambda3 = 0) is found in
+# runs/.store/ and only linked into place.
 from align.methods.base import METHODS
 from align.runs import RunSpec, run_identity, run_key
 
