@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
@@ -74,10 +73,9 @@ def dre_explanation(classifier: ResNetClassifier, features: Tensor, labels: Tens
 def class_balanced_mean(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """values (B,) averaged within each class, then summed over classes and divided by
     `num_classes`: a class absent from the batch adds 0, as in the authors' loop."""
-    values = values.float()
-    sums = values.new_zeros(num_classes).index_add(0, labels, values)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1)
-    return (sums / counts).sum() / num_classes
+    members = F.one_hot(labels, num_classes).float()  # (B, classes): a sum that is deterministic
+    sums = members.T @ values.float()
+    return (sums / members.sum(0).clamp(min=1)).sum() / num_classes
 
 
 @register_method("dre")
