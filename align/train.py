@@ -287,6 +287,8 @@ class Trainer:
                     f"{self.spec}: loss term(s) {bad} of phase {phase} are not finite at step "
                     f"{step}; the last good checkpoint in {self.folder} is kept (try a lower lr)"
                 )
+            if self.method.resets_optimizer(phase, step):
+                optimizer.state.clear()  # a fresh Adam: no moments from the loss before the jump
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

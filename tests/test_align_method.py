@@ -145,3 +145,36 @@ def test_warmup_skips_the_masker_and_the_guidance(tiny_setup):
     with training_phase(models, "classifier"):
         terms = method.losses("classifier", batch, models, step=9)
     assert set(terms) == {"ce", "reg"}
+
+
+# --- same-class partners of the mixup regulariser (Eq. 18) ---------------------------------
+
+
+def test_same_class_partners_are_other_samples_of_the_class_when_there_is_one():
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 3, 0] * 4)  # class 3 has 4 samples, each pairable
+    labels[-2] = 4  # ... and now one sample of class 4 stands alone
+    for seed in range(50):
+        partners = same_class_partners(labels, torch.Generator().manual_seed(seed))
+        assert torch.equal(labels[partners], labels)
+        alone = torch.arange(len(labels)) == len(labels) - 2
+        assert torch.equal(partners == torch.arange(len(labels)), alone)
+
+
+def test_same_class_partners_are_drawn_uniformly_among_the_class():
+    labels = torch.tensor([0, 1, 0, 1, 0, 0])  # sample 0 has partners 2, 4 and 5
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([same_class_partners(labels, generator)[0] for _ in range(3000)])
+    counts = torch.bincount(draws, minlength=6)
+    assert counts[[0, 1, 3]].sum() == 0
+    # Each of the three is chosen 1000 times in expectation; 5 standard deviations is ~130.
+    assert torch.all((counts[[2, 4, 5]] - 1000).abs() < 130), counts
+
+
+def test_same_class_partners_come_from_the_generator_alone():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2])
+    first = same_class_partners(labels, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert torch.equal(same_class_partners(labels, torch.Generator().manual_seed(7)), first)
+    generator = torch.Generator().manual_seed(7)
+    draws = [same_class_partners(labels, generator) for _ in range(10)]
+    assert any(not torch.equal(draw, first) for draw in draws[1:])  # the state advances

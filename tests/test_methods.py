@@ -1,11 +1,14 @@
 """Every registered method: finite loss terms, training that lowers them, gradient routing, and the
-checks particular to each (IRM's penalty, mixup's labels, SGT's mask, SGDrop at evaluation, the
-ablations that are DRE, the fixed-mask targets and where their masks come from)."""
+checks particular to each, against its authors' definition where one exists (IRM's penalty and its
+schedule, mixup's labels, SGT's saliency, mask and KL, SGDrop at evaluation, DRE's terms, the
+configurations that are w/o EG, the fixed-mask targets and where their masks come from)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from captum.attr import LayerGradCam, Saliency
 from PIL import Image
 
 from align.config import Params, parse_params
@@ -21,16 +25,17 @@ from align.data.transforms import normalize
 from align.errors import UserError
 from align.explain import gradcam
 from align.masks.layout import STATUS_NAME
-from align.methods.base import METHODS, Models
+from align.methods.base import METHODS, Models, resolve_config
+from align.methods.dre import dre_explanation
 from align.methods.irm import irm_penalty, random_halves
 from align.methods.m_gray import grayscale
-from align.methods.regularizers import beta_sample
+from align.methods.regularizers import beta_sample, same_class_partners
 from align.methods.sgdrop import salient_feature_keep
-from align.methods.sgt import mask_lowest_saliency
+from align.methods.sgt import mask_lowest_saliency, pixel_saliency
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
 from align.runs import RunSpec, run_identity, run_key
-from align.train import Trainer, mask_shards_root, train_run, training_phase
+from align.train import Trainer, mask_shards_root, to_device, train_run, training_phase
 
 PAST_WARMUP = 10_000
 """A step after every method's warm-up and IRM's annealing."""
@@ -160,11 +165,22 @@ def test_irm_environments_are_random_halves_and_the_penalty_anneals(batch):
     assert (len(first), len(second)) == (4, 5)
     other = random_halves(9, torch.Generator().manual_seed(1))[0]
     assert not torch.equal(first, other)
-    method = make_method("irm", penalty_weight=100.0, anneal_steps=5)
-    assert method.penalty_weight(4) == 1.0 and method.penalty_weight(5) == 100.0
+    method = make_method("irm", penalty_weight=100.0, anneal_fraction=0.25)  # of 20000 steps
+    assert method.penalty_weight(4999) == 1.0 and method.penalty_weight(5000) == 100.0
     with pytest.raises(UserError, match="batch_size >= 4"):
         method.losses("classifier", {**batch, "image": batch["image"][:3],
                                      "label": batch["label"][:3]}, tiny_models(method), 0)
+
+
+def test_irm_reaches_its_full_penalty_weight_well_inside_a_default_run():
+    params = parse_params({})
+    steps = params.train.steps
+    config = resolve_config("irm", params.methods.irm.model_dump(), params.dataset)
+    method = METHODS.get("irm")(config, torch.Generator(), total_steps=steps)
+    weights = [method.penalty_weight(step) for step in range(steps)]
+    assert weights[0] == 1.0
+    full = [step for step, weight in enumerate(weights) if weight == config.penalty_weight]
+    assert full and full[0] <= steps // 2 and full[-1] == steps - 1, full[:1]
 
 
 def test_irm_penalty_alone_trains_the_classifier(batch):
@@ -198,36 +214,92 @@ def test_mixup_mixes_images_and_labels(batch):
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.25])
-def test_sgt_masks_exactly_the_lowest_fraction_k_within_each_channels_range(fraction):
+def test_sgt_masks_the_lowest_fraction_k_of_pixels_in_every_channel_within_its_range(fraction):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 8, 8, generator=generator)
-    saliency = torch.rand(4, 3, 8, 8, generator=generator)
+    saliency = torch.randn(4, 8, 8, generator=generator)
     masked, where = mask_lowest_saliency(x, saliency, fraction, generator)
-    assert torch.equal(where.flatten(1).sum(1), torch.full((4,), int(fraction * 192)))
+    pixels = where[:, 0]
+    assert torch.equal(where, pixels[:, None].expand_as(where))  # a pixel goes in all channels
+    assert torch.equal(pixels.flatten(1).sum(1), torch.full((4,), int(fraction * 64)))
     assert torch.equal(masked[~where], x[~where])
-    highest_masked = saliency.masked_fill(~where, -1).flatten(1).amax(1)
-    lowest_kept = saliency.masked_fill(where, 2).flatten(1).amin(1)
-    assert torch.all(highest_masked < lowest_kept)
+    highest_masked = saliency.masked_fill(~pixels, -1e9).flatten(1).amax(1)
+    lowest_kept = saliency.masked_fill(pixels, 1e9).flatten(1).amin(1)
+    assert torch.all(highest_masked < lowest_kept)  # signed: the most negative go first
     low, high = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
     assert torch.all((masked >= low) & (masked <= high))
     assert not torch.equal(masked[where], x[where])
 
 
-def test_sgt_kl_is_of_the_masked_prediction_from_the_clean_one(batch):
+def test_sgt_saliency_is_captums_on_the_true_logit_in_eval_mode_averaged_over_channels(batch):
+    classifier = tiny_models(make_method("sgt")).classifier.train()
+    running_mean = classifier.backbone.bn1.running_mean.clone()
+    saliency = pixel_saliency(classifier, batch["image"], batch["label"])
+    assert classifier.training  # the mode is restored ...
+    assert torch.equal(classifier.backbone.bn1.running_mean, running_mean)  # ... stats untouched
+    classifier.eval()
+    inputs = batch["image"].clone().requires_grad_()
+    authors = Saliency(classifier).attribute(inputs, target=batch["label"], abs=False).mean(1)
+    assert saliency.shape == (8, 32, 32)
+    assert torch.allclose(saliency, authors, atol=1e-7)
+
+
+def test_sgt_loss_replays_the_authors_steps(batch):
+    """Eval-mode saliency, signed channel mean, per-pixel mask, then CE + lambda * KL(clean||masked)
+    from training-mode passes; the replay starts from a copy of the untouched classifier."""
     method = make_method("sgt", kl_weight=2.0)
     models = tiny_models(method)
-    models.classifier.eval()
-    terms = method.losses("classifier", batch, models, 0)
-    replay = torch.Generator().manual_seed(0)
-    x = batch["image"].clone().requires_grad_()
-    logits = models.classifier(x)
-    (saliency,) = torch.autograd.grad(logits.gather(1, batch["label"][:, None]).sum(), x)
-    masked, _ = mask_lowest_saliency(batch["image"], saliency.abs(), 0.5, replay)
-    p_masked = models.classifier(masked).log_softmax(1)
-    p_clean = logits.log_softmax(1)
-    expected = (p_masked.exp() * (p_masked - p_clean)).sum(1).mean()
+    replica = copy.deepcopy(models.classifier)
+    with training_phase(models, "classifier"):
+        terms = method.losses("classifier", batch, models, 0)
+    x, labels = batch["image"], batch["label"]
+    replica.eval()
+    inputs = x.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(replica(inputs).gather(1, labels[:, None]).sum(), inputs)
+    masked, _ = mask_lowest_saliency(x, gradient.mean(1), 0.5, torch.Generator().manual_seed(0))
+    replica.train()
+    with torch.no_grad():
+        clean, noisy = replica(x).log_softmax(1), replica(masked).log_softmax(1)
+    expected = (clean.exp() * (clean - noisy)).sum(1).mean()
     assert terms["kl"].item() == pytest.approx(2 * expected.item(), rel=1e-4)
-    assert terms["ce"].item() == pytest.approx(F.cross_entropy(logits, batch["label"]).item())
+    assert terms["ce"].item() == pytest.approx(F.nll_loss(clean, labels).item(), rel=1e-5)
+
+
+def test_sgt_can_rank_by_absolute_saliency(batch, monkeypatch):
+    seen = []
+
+    def record(x, saliency, *_):
+        seen.append(saliency)
+        return x, None
+
+    monkeypatch.setattr("align.methods.sgt.mask_lowest_saliency", record)
+    for absolute in (False, True):
+        method = make_method("sgt", absolute_saliency=absolute)
+        method.losses("classifier", batch, tiny_models(method), 0)
+    assert (seen[0] < 0).any() and torch.equal(seen[1], seen[0].abs())
+
+
+class FirstPixelLogits(torch.nn.Module):
+    """Logits = the first two channels of the top-left pixel: predictions set by hand."""
+
+    def forward(self, x):
+        return x[:, :2, 0, 0]
+
+
+def test_sgt_kl_is_of_the_clean_prediction_to_the_masked_one_by_hand(monkeypatch):
+    """Ismail et al. (2021, Alg. 1) and their code: KL(f(x) || f(x masked)), clean first."""
+    clean = torch.zeros(1, 3, 4, 4)
+    clean[0, :2, 0, 0] = torch.tensor([0.5, 0.5]).log()
+    masked = torch.zeros(1, 3, 4, 4)
+    masked[0, :2, 0, 0] = torch.tensor([0.9, 0.1]).log()
+    monkeypatch.setattr("align.methods.sgt.mask_lowest_saliency", lambda *args: (masked, None))
+    method = make_method("sgt", kl_weight=1.0)
+    models = Models(FirstPixelLogits())
+    terms = method.losses("classifier", {"image": clean, "label": torch.tensor([0])}, models, 0)
+    clean_first = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)  # 0.511
+    masked_first = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)  # 0.368
+    assert terms["kl"].item() == pytest.approx(clean_first, rel=1e-5)
+    assert terms["kl"].item() != pytest.approx(masked_first, rel=1e-2)
 
 
 # --- SGDrop --------------------------------------------------------------------------------
@@ -266,41 +338,98 @@ def test_sgdrop_drops_in_training_only(batch):
     assert loss.item() != pytest.approx(plain.item(), rel=1e-4)
 
 
-# --- DRE and the ablations that are DRE ----------------------------------------------------
+# --- DRE, and w/o EG: the ablation that is not DRE -----------------------------------------
+
+
+def test_dre_explanation_is_captums_layer_gradcam_min_max_normalised():
+    """Li et al.'s MixupLoss: LayerGradCam on layer4 (no ReLU, layer resolution), then `norm`."""
+    torch.manual_seed(0)
+    classifier = create_classifier(3).eval()
+    x = normalize(torch.rand(4, 3, 96, 96))
+    labels = torch.tensor([0, 2, 1, 2])
+    ours = dre_explanation(classifier, classifier.features(x), labels)
+    cam = LayerGradCam(classifier, classifier.backbone.layer4).attribute(x, target=labels)
+    low, high = cam.amin((2, 3), keepdim=True), cam.amax((2, 3), keepdim=True)
+    assert ours.shape == (4, 1, 3, 3) and (cam < 0).any()  # not ReLU'd before normalising
+    assert torch.allclose(ours, (cam - low) / (high - low), atol=1e-5)
+    ours.sum().backward()  # captum's channel weights are constants: the head learns nothing here
+    assert classifier.head.weight.grad is None
+    assert classifier.backbone.layer4[1].conv2.weight.grad.abs().sum() > 0
+
+
+def test_dre_loss_replays_the_authors_terms():
+    """Consistency, sparsity and mixed CE by hand, each averaged per class and summed over the
+    classifier's 4 classes (one absent) / 4, weighted 1, 0.5 and 0.1 (dre/train.py)."""
+    method = make_method("dre")
+    torch.manual_seed(0)
+    classifier = create_classifier(4).eval()
+    x = normalize(torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    labels = torch.tensor([0, 1, 0, 1, 1, 2])  # class 2 alone, class 3 absent
+    terms = method.losses("classifier", {"image": x, "label": labels}, Models(classifier), 0)
+    replay = torch.Generator().manual_seed(0)
+    partners = same_class_partners(labels, replay)
+    beta = beta_sample(0.2, 6, replay).view(-1, 1, 1, 1)
+    mixed = beta * x + (1 - beta) * x[partners]
+    grad_cam = LayerGradCam(classifier, classifier.backbone.layer4)
+
+    def phi(images):
+        cam = grad_cam.attribute(images, target=labels).detach()
+        low, high = cam.amin((2, 3), keepdim=True), cam.amax((2, 3), keepdim=True)
+        return (cam - low) / (high - low)
+
+    clean_maps, mixed_maps = phi(x), phi(mixed)
+    expected_maps = beta * clean_maps + (1 - beta) * clean_maps[partners]
+    consistency = (mixed_maps - expected_maps).abs().mean((1, 2, 3))
+    sparsity = (clean_maps.mean((1, 2, 3)) + mixed_maps.mean((1, 2, 3))) / 2
+    mixed_ce = F.cross_entropy(classifier(mixed), labels, reduction="none")
+
+    def per_class(values):
+        return sum(values[labels == c].mean() for c in labels.unique().tolist()) / 4
+
+    assert set(terms) == {"ce", "consistency", "sparsity", "mixed_ce"}
+    assert terms["ce"].item() == pytest.approx(F.cross_entropy(classifier(x), labels).item())
+    assert terms["consistency"].item() == pytest.approx(per_class(consistency).item(), rel=1e-4)
+    assert terms["sparsity"].item() == pytest.approx(0.5 * per_class(sparsity).item(), rel=1e-4)
+    assert terms["mixed_ce"].item() == pytest.approx(0.1 * per_class(mixed_ce).item(), rel=1e-4)
 
 
 def key(params: Params, method: str, dataset: str = "synthetic") -> str:
     return run_key(run_identity(params, RunSpec(dataset, "noise", method, 0)))
 
 
-def test_wo_eg_and_dre_resolve_to_the_same_run():
+def test_guidance_free_configurations_are_one_run_wo_eg_and_not_dre():
     params = parse_params({})
-    dre = key(params, "dre")
-    assert key(params, "wo_eg") == dre
+    wo_eg = key(params, "wo_eg")
     identity = run_identity(params, RunSpec("synthetic", "noise", "wo_eg", 0))
-    assert identity["params"]["method"] == "dre"
-    assert key(params, "wo_eg", "terra_incognita") == key(params, "dre", "terra_incognita")
-    assert key(params, "wo_eg", "terra_incognita") != key(params, "wo_eg")  # lambda 0.2 there
-    assert key(parse_params({"methods": {"align": {"lambda3": 0}}}), "align") == dre
-    assert key(parse_params({"methods": {"m_gray": {"lambda3": 0}}}), "m_gray") == dre
-    assert key(params, "align") != dre and key(params, "m_gray") != dre
-    moved = parse_params({"methods": {"wo_eg": {"lambda4": 0.3}}})
-    assert key(moved, "wo_eg") != dre
-    dre_moved = parse_params({"methods": {"dre": {"lambda_reg": 0.3}}})
-    assert key(moved, "wo_eg") == key(dre_moved, "dre")
-    assert key(parse_params({"methods": {"dre": {"lambda_reg": 0}}}), "dre") == key(params, "erm")
+    assert identity["params"]["method"] == "wo_eg"
+    unguided = parse_params({"methods": {"align": {"lambda3": 0}, "m_gray": {"lambda3": 0}}})
+    assert key(unguided, "align") == key(unguided, "m_gray") == wo_eg
+    assert key(params, "align") != wo_eg and key(params, "m_gray") != wo_eg
+    assert key(params, "dre") != wo_eg  # DRE's own loss is another experiment
+    assert key(params, "wo_eg", "terra_incognita") != wo_eg  # lambda4 = 0.2 there
+    terra = {"lambda3": 0, "per_dataset": {"terra_incognita": {"lambda4": 0.2}}}
+    terra_unguided = parse_params({"methods": {"align": terra}})
+    assert key(terra_unguided, "align", "terra_incognita") == key(
+        params, "wo_eg", "terra_incognita")
+    moved = parse_params({"methods": {"wo_eg": {"lambda4": 0.3},
+                                      "align": {"lambda3": 0, "lambda4": 0.3}}})
+    assert key(moved, "wo_eg") == key(moved, "align") != wo_eg
+    erm = key(params, "erm")
+    assert key(parse_params({"methods": {"wo_eg": {"lambda4": 0}}}), "wo_eg") == erm
+    unregularised = {"consistency_weight": 0, "sparsity_weight": 0, "mixed_ce_weight": 0}
+    assert key(parse_params({"methods": {"dre": unregularised}}), "dre") == erm
 
 
-def test_align_without_guidance_trains_the_same_classifier_as_dre(batch):
+def test_align_without_guidance_trains_the_same_classifier_as_wo_eg(batch):
     """Same objective and same random draws: the masker steps change nothing in the classifier."""
     align = make_method("align", lambda3=0.0, warmup_steps=1)
-    dre = make_method("dre")
-    align_models, dre_models = tiny_models(align), tiny_models(dre)
+    wo_eg = make_method("wo_eg")
+    align_models, wo_eg_models = tiny_models(align), tiny_models(wo_eg)
     train_steps(align, align_models, batch, steps=3, first_step=0)
-    train_steps(dre, dre_models, batch, steps=3, first_step=0)
+    train_steps(wo_eg, wo_eg_models, batch, steps=3, first_step=0)
     assert align.phases(2) == ("masker", "classifier")
     for (name, a), b in zip(align_models.classifier.state_dict().items(),
-                            dre_models.classifier.state_dict().values(), strict=True):
+                            wo_eg_models.classifier.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -353,13 +482,30 @@ def short(params: Params, **methods: dict) -> Params:
     return parse_params(raw)
 
 
-def test_wo_eg_trains_once_as_dre(tiny_synthetic, tmp_path, monkeypatch):
-    params = short(tiny_synthetic)
+def test_align_without_guidance_trains_once_as_wo_eg(tiny_synthetic, tmp_path, monkeypatch):
+    params = short(tiny_synthetic, align={"lambda3": 0})
     first = train_run(params, RunSpec("synthetic", "noise", "wo_eg", 0), tmp_path, False)
-    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("trained DRE a second time"))
-    second = train_run(params, RunSpec("synthetic", "noise", "dre", 0), tmp_path, False)
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("trained w/o EG a second time"))
+    second = train_run(params, RunSpec("synthetic", "noise", "align", 0), tmp_path, False)
     assert (first / "model.pt").read_bytes() == (second / "model.pt").read_bytes()
-    assert '"method": "dre"' in (second / "identity.json").read_text()
+    assert '"method": "wo_eg"' in (second / "identity.json").read_text()
+
+
+def test_irm_starts_a_fresh_adam_when_its_penalty_weight_jumps(tiny_synthetic, tmp_path):
+    """DomainBed's IRM replaces its Adam at `irm_penalty_anneal_iters`: the loop clears it."""
+    params = short(tiny_synthetic, irm={"anneal_fraction": 0.5})  # 4 steps: the jump is at 2
+    spec = RunSpec("synthetic", "noise", "irm", 0)
+    trainer = Trainer(params, spec, run_identity(params, spec), tmp_path / "irm", False)
+    resets = [trainer.method.resets_optimizer("classifier", step) for step in range(4)]
+    assert resets == [False, False, True, False]
+    batch = to_device(next(trainer._batches()), trainer.device)
+    adam, head = trainer.optimizers["classifier"], trainer.models.classifier.head.weight
+    adam_steps = []
+    for step in range(4):
+        trainer.progress.step = step
+        trainer._step(batch)
+        adam_steps.append(int(adam.state[head]["step"]))
+    assert adam_steps == [1, 2, 1, 2]
 
 
 def write_sam_like_masks(params: Params, dataset: str) -> None:

@@ -235,11 +235,12 @@ def test_ablation_rows_say_why_they_are_missing(grid):
 
 
 def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_its_runs(tmp_path):
-    params = grid_params(tmp_path, ["dre"], [0])
-    write_evals(tmp_path / "runs", ["dre"], [0])
+    unguided = {"methods": {"m_gray": {"lambda3": 0}}}  # m-Gray with no guidance is w/o EG
+    params = with_sections(grid_params(tmp_path, ["m_gray"], [0]), **unguided)
+    write_evals(tmp_path / "runs", ["m_gray"], [0])
     table = ablation_table(collect_evaluations(params, tmp_path / "runs"))
-    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "55.00 (n=1, no interval)"
-    assert "same experiment as DRE" in to_markdown(table, STAMP)
+    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "65.00 (n=1, no interval)"
+    assert "same experiment as m-Gray" in to_markdown(table, STAMP)
 
 
 def test_mask_quality_table_has_masker_uniform_reference_sam_and_each_methods_gradcam(grid):

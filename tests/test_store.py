@@ -135,8 +135,9 @@ def test_a_kill_while_finishing_resumes_instead_of_retraining(
 
 
 def test_two_processes_asking_for_one_run_train_it_once(tiny_synthetic, tmp_path):
-    # dre and wo_eg are one experiment: started together, one trains, the other waits and links.
-    params = with_sections(tiny_synthetic, train={"steps": 24})
+    # align without guidance is wo_eg: started together, one trains, the other waits and links.
+    params = with_sections(tiny_synthetic, train={"steps": 24},
+                           methods={"align": {"lambda3": 0.0}})
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -147,7 +148,7 @@ def test_two_processes_asking_for_one_run_train_it_once(tiny_synthetic, tmp_path
              "--runs-root", str(tmp_path / "runs"), "--no-progress"],
             env=env, stderr=subprocess.PIPE, text=True,
         )
-        for method in ("dre", "wo_eg")
+        for method in ("align", "wo_eg")
     ]
     logs = [process.communicate(timeout=600)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], logs
@@ -156,7 +157,7 @@ def test_two_processes_asking_for_one_run_train_it_once(tiny_synthetic, tmp_path
     assert len(entries) == 1
     models = [
         (RunSpec("synthetic", "gradient", m, 0).named_dir(tmp_path / "runs") / "model.pt")
-        for m in ("dre", "wo_eg")
+        for m in ("align", "wo_eg")
     ]
     assert models[0].read_bytes() == models[1].read_bytes()
     assert not list(store_root(tmp_path / "runs").glob(".*.building"))

@@ -29,6 +29,16 @@ def _finish(raw: Tensor, size: tuple[int, int]) -> Tensor:
     return normalize_maps(upsampled)
 
 
+def layer4_cam(features: Tensor, class_weights: Tensor) -> Tensor:
+    """Closed-form `layer4` Grad-CAM before its ReLU, at the layer's resolution: (B,1,h,w).
+
+    features (B,512,h,w); class_weights (B,512): the head's row of each sample's target class, so
+    that W[y,k] / (h*w) is the gradient that Grad-CAM averages into channel k's weight.
+    """
+    raw = torch.einsum("bk,bkhw->bhw", class_weights, features).unsqueeze(1)
+    return raw / (features.shape[2] * features.shape[3])
+
+
 def gradcam_from_features(
     model: ResNetClassifier, features: Tensor, target: Tensor, size: tuple[int, int]
 ) -> Tensor:
@@ -36,9 +46,7 @@ def gradcam_from_features(
 
     target: class index per sample (B,). Returns (B,1,H,W) in [0,1] at `size`.
     """
-    class_weights = model.head.weight[target]  # (B,512)
-    raw = torch.einsum("bk,bkhw->bhw", class_weights, features).unsqueeze(1)
-    return _finish(raw / (features.shape[2] * features.shape[3]), size)
+    return _finish(layer4_cam(features, model.head.weight[target]), size)
 
 
 @contextmanager

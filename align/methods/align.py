@@ -6,9 +6,10 @@ with f_y the softmax probability of the true class, and the L1 and TV terms as m
 The mask multiplies the image in [0,1] pixel space, before normalisation: removed parts are black.
 
 Classifier step (masker frozen, its mask detached), Eq. 17:
-    L_clf = CE + lambda3*BCE(GradCAM_y(x), M(x)) + lambda4*L_reg      (L_reg: Eq. 19, as DRE)
+    L_clf = CE + lambda3*BCE(GradCAM_y(x), M(x)) + lambda4*L_reg      (L_reg: Eq. 19)
 The first `warmup_steps` train the classifier alone with CE + lambda4*L_reg. With lambda3 = 0 the
-masker cannot reach the classifier: the run is DRE's and is trained once, as DRE (`canonical`).
+masker cannot reach the classifier: the run is the w/o EG ablation's and is trained once, as
+`wo_eg` (`canonical`).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class Method(ABC):
     def first_selectable_step(cls, config: MethodConfig) -> int:
         """The fewest completed steps after which a checkpoint may be selected as the run's model.
 
-        Before it the method does not yet train its own objective (ALIGN's warm-up trains DRE's),
+        Before it the method does not yet train its own objective (ALIGN's warm-up trains w/o EG's),
         so a checkpoint from then would be another method's model under this method's name.
         """
         return 1
@@ -105,6 +105,11 @@ class Method(ABC):
     def phases(self, step: int) -> tuple[str, ...]:
         """The phases of training step `step`, in order; each steps its own optimiser."""
         return ("classifier",)
+
+    def resets_optimizer(self, phase: str, step: int) -> bool:
+        """Whether the loop discards `phase`'s optimiser state (Adam's moments) before step `step`,
+        as DomainBed's IRM does when its penalty weight jumps."""
+        return False
 
     @abstractmethod
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:

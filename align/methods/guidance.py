@@ -6,8 +6,7 @@ replace its masker by a fixed mask (Sec. 5.4: m-SAM, m-Gray; and our m-GT oracle
 The target is the masker's M(x) (ALIGN) or a fixed mask of the image; the first `warmup_steps` train
 with no target, as ALIGN's warm-up does, so an ablation differs from ALIGN only in where the target
 comes from. With lambda3 = 0 no target is used: the classifier's objective and its random draws
-are DRE's, and `canonical` says so, so that run is trained once, as DRE (the paper's `w/o EG` row
-equals its DRE row).
+are the `w/o EG` ablation's, and `canonical` says so, so that run is trained once, as `wo_eg`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from pydantic import Field
 from torch import Tensor
 
 from align.methods.base import Batch, Method, MethodConfig, Models
-from align.methods.dre import same_as_dre
 from align.methods.regularizers import guided_classifier_losses
+from align.methods.wo_eg import same_as_wo_eg
 
 
 class GuidanceConfig(MethodConfig):
@@ -45,13 +44,13 @@ class GuidedMethod(Method):
     @classmethod
     def canonical(cls, name: str, config: GuidanceConfig) -> tuple[str, dict[str, Any]]:
         if config.lambda3 == 0:
-            return same_as_dre(config.lambda4, config.mixup_alpha)
+            return same_as_wo_eg(config.lambda4, config.mixup_alpha)
         return super().canonical(name, config)
 
     @classmethod
     def first_selectable_step(cls, config: GuidanceConfig) -> int:
         # Step `warmup_steps` (0-based) is the first with the guidance term, so a checkpoint taken
-        # after `warmup_steps` completed steps is still the warm-up's (DRE's) model.
+        # after `warmup_steps` completed steps is still the warm-up's (w/o EG's) model.
         return config.warmup_steps + 1
 
     def classifier_losses(

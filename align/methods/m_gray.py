@@ -1,5 +1,11 @@
 """m-Gray (Hong et al., AAAI 2026, Sec. 5.4): ALIGN's classifier step toward M(x) = Gray(x), the
-image's grayscale intensity, instead of a learned mask; no masker."""
+image's grayscale intensity, instead of a learned mask; no masker.
+
+The paper says only "grayscale intensity values as the mask". Our choices: the intensity of the
+image in [0,1] pixel space (not of its normalised values, which are not in [0,1] as BCE's target
+must be), by the ITU-R 601 luma weights, at the image's resolution as the upsampled Grad-CAM is; the
+weights and the warm-up are ALIGN's, so that only the target differs from ALIGN.
+"""
 
 from __future__ import annotations
 

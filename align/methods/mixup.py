@@ -3,9 +3,17 @@ cites as the domain mixup of Xu et al., AAAI 2020):
 
     x~ = lam*x + (1-lam)*x[p],  L = lam*CE(f(x~), y) + (1-lam)*CE(f(x~), y[p]),  lam ~ Beta(a, a)
 
-with p a random permutation of the batch and one lam per batch. DomainBed's Mixup mixes pairs of
-training domains, so with the paper's single training domain it would be ERM; here every batch is
-mixed with a shuffled copy of itself. lam and p come from the method's generator.
+with p a random permutation of the batch and one lam per batch. The paper's citation is among those
+of DomainBed's inter-domain `Mixup` (Gulrajani and Lopez-Paz, ICLR 2021; `algorithms.py`
+`Mixup.update`, which links Xu et al. and Yan et al. 2020), which mixes the minibatches of two
+training domains position by position, one lam ~ Beta(0.2, 0.2) per pair, with the same two-term
+label mixing. Xu et
+al.'s own domain mixup mixes a labelled source with an unlabelled target domain for adaptation,
+which has no counterpart when training on one domain. With the paper's single training domain
+DomainBed's pairing mixes the batch with itself and is ERM exactly, so here the batch is mixed with
+a shuffled copy of itself: Zhang et al.'s mixup, as their code pairs (a random permutation, which
+can leave a sample with itself). lam and p come from the method's generator; alpha = 0.2 is
+DomainBed's default (and Zhang et al.'s ImageNet setting).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Loss terms shared by several methods: DRE's explanation regulariser (Eq. 19) and the explanation-
-guided classifier objective (Eq. 17) that ALIGN, its fixed-mask ablations and DRE all minimise."""
+"""Loss terms shared by several methods: ALIGN's mixup explanation regulariser (Eq. 19) and the
+explanation-guided classifier objective (Eq. 17) that ALIGN, its fixed-mask ablations and w/o EG
+minimise, and the same-class partners of the mixup (Eq. 18) that DRE draws as well."""
 
 from __future__ import annotations
 
@@ -13,13 +14,20 @@ from align.models.classifier import ResNetClassifier
 
 
 def same_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
-    """For each sample, the index of a random sample of the same class in the batch (B,).
+    """For each sample, the index of another sample of its class in the batch (B,), drawn uniformly
+    among them from `generator`; a sample alone in its class is paired with itself.
 
-    A sample alone in its class is paired with itself.
+    Pairing a sample with itself would make its Eq. 18 mixture the sample itself and its
+    consistency term exactly zero, which a batch of 32 over 5 classes did about 15% of the time.
     """
-    scores = torch.rand(labels.shape[0], labels.shape[0], generator=generator)
-    scores = scores.to(labels.device).masked_fill(labels[:, None] != labels[None, :], -1.0)
-    return scores.argmax(dim=1)
+    count = labels.shape[0]
+    scores = torch.rand(count, count, generator=generator).to(labels.device)
+    others = labels[:, None] == labels[None, :]
+    others.fill_diagonal_(False)
+    # Uniform scores in [0, 1): the argmax over the allowed entries is a uniform choice among them.
+    partners = scores.masked_fill(~others, -1.0).argmax(dim=1)
+    itself = torch.arange(count, device=labels.device)
+    return torch.where(others.any(dim=1), partners, itself)
 
 
 def beta_sample(alpha: float, count: int, generator: torch.Generator) -> Tensor:
@@ -41,7 +49,7 @@ def explanation_mixup_loss(
     alpha: float,
     generator: torch.Generator,
 ) -> Tensor:
-    """Eq. 19 (Li et al. 2023, DRE): explanation consistency under same-class mixup.
+    """Eq. 19 (Hong et al. 2026, after Li et al. 2023's DRE): explanation consistency under mixup.
 
     x (B,3,H,W) normalised; explanations (B,1,H,W): Grad-CAM of `labels` on x, in the graph.
     Mixes each sample with a same-class partner, `beta ~ Beta(alpha, alpha)` per sample (Eq. 18),
@@ -76,7 +84,7 @@ def guided_classifier_losses(
     given and the weight is positive) and `reg` = reg_weight * Eq. 19 (when the weight is positive).
 
     x (B,3,H,W) normalised, labels (B,), target_masks (B,1,H,W) in [0,1]. The target is a constant:
-    no gradient flows into whatever produced it. With no guidance this is DRE's objective, and it
+    no gradient flows into whatever produced it. With no guidance this is w/o EG's objective, and it
     draws from `generator` exactly as ALIGN's classifier step does, so the two train alike.
     """
     logits, features = classifier.forward_features(x)

@@ -11,6 +11,15 @@ with q_rho the per-image rho-quantile of a. After global average pooling and a l
 is W[y] / (h*w) at every position, so a needs no backward pass; it is detached, so the mask is a
 constant of the step. Nothing is dropped at evaluation: the network itself is unchanged and the
 loop evaluates `classifier(x)`.
+
+Source and choices. Only the paper's abstract could be read here (arXiv 2409.17370: "attribution
+methods on the feature map ... identify and then reduce the influence of the most salient features
+during training"); no code of the authors was found. Hence, as our reading of it:
+- what is dropped: elements (channel, position) of the last feature map (`layer4`), set to 0,
+  without dropout's 1/(1-p) rescaling, since the mask is not random;
+- attribution: activation times the gradient of the true class (the label is known in training,
+  and the predicted class of an untrained network says little), as Grad-CAM's per-element product;
+- rho = 0.9 (the top 10%): the ALIGN paper does not give SGDrop's setting.
 """
 
 from __future__ import annotations

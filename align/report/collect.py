@@ -7,7 +7,7 @@ evaluated, not in `grid.methods`, SAM masks unavailable, ...), so that a table c
 filled with a number or with a reason.
 
 An ablation row that is not in `grid.methods` is still filled when another configured method is
-the same experiment (`wo_eg` is DRE with the same weights, see `align.methods.wo_eg`): its runs
+the same experiment (`wo_eg` is `align` with lambda3 = 0, see `align.methods.wo_eg`): its runs
 stand for it, as the pipeline trains such a pair once.
 """
 
@@ -160,7 +160,7 @@ class Evaluations:
     sources: dict[str, str] = field(default_factory=dict)
     """Method name -> the configured method whose runs stand for it (itself when configured)."""
     notes: dict[str, str] = field(default_factory=dict)
-    """Method name -> a note to print under tables (e.g. `w/o EG` read from DRE's runs)."""
+    """Method name -> a note to print under tables (e.g. `w/o EG` read from m-Gray's runs)."""
     files: dict[Address, Path] = field(default_factory=dict)
     training: dict[tuple[str, str, int], Record] = field(default_factory=dict)
     """(method, train domain, seed) -> the run's training `metrics.json`, where readable."""

@@ -1,6 +1,6 @@
 # Training: one job per (domain, method, seed) of `grid`. `params.identity` is the job's identity
 # key, so it reruns exactly when the experiment changes; an identical experiment (e.g. wo_eg and
-# dre, or a reverted knob) is found in runs/.store/ and only linked into place.
+# align with lambda3 = 0, or a reverted knob) is found in runs/.store/ and only linked into place.
 from align.methods.base import METHODS
 
 
