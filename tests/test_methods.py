@@ -498,7 +498,8 @@ def test_irm_starts_a_fresh_adam_when_its_penalty_weight_jumps(tiny_synthetic, t
     trainer = Trainer(params, spec, run_identity(params, spec), tmp_path / "irm", False)
     resets = [trainer.method.resets_optimizer("classifier", step) for step in range(4)]
     assert resets == [False, False, True, False]
-    batch = to_device(next(trainer._batches()), trainer.device)
+    trainer._make_loaders()
+    batch = to_device(next(iter(trainer.train_loader)), trainer.device)
     adam, head = trainer.optimizers["classifier"], trainer.models.classifier.head.weight
     adam_steps = []
     for step in range(4):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_sections
 from scipy import stats
 from test_report import STAMP, grid_params, read_csv, write_evals
 
@@ -89,10 +90,12 @@ def test_the_interval_is_the_bootstrap_of_the_differences():
 
 @pytest.fixture
 def four_seeds(tmp_path: Path):
-    """erm, align and dre x 2 domains x 4 seeds: ALIGN is 10 points below ERM in accuracy,
-    10 points lower (better) in sufficiency and equal in comprehensiveness."""
-    methods = ["erm", "align", "dre"]
-    params = grid_params(tmp_path, methods, [0, 1, 2, 3])
+    """erm, align, dre and an unguided m_gray (which is w/o EG) x 2 domains x 4 seeds: ALIGN is
+    10 points below ERM in accuracy, 10 points lower (better) in sufficiency and equal in
+    comprehensiveness."""
+    methods = ["erm", "align", "dre", "m_gray"]
+    params = with_sections(grid_params(tmp_path, methods, [0, 1, 2, 3]),
+                           methods={"m_gray": {"lambda3": 0.0}})
     write_evals(tmp_path / "runs", methods, [0, 1, 2, 3])
     return params, collect_evaluations(params, tmp_path / "runs")
 
@@ -101,9 +104,9 @@ def test_every_configured_pair_counts_and_each_method_gets_a_sentence(four_seeds
     _, evaluations = four_seeds
     rows = read_csv(to_csv(comparisons(evaluations), STAMP))
     by = {(row["metric"], row["method"]): row for row in rows}
-    # dre and w/o EG (the same runs), each against ALIGN on all four metrics.
-    assert {method for _, method in by} == {"erm", "dre", "wo_eg"}
-    assert len(rows) == 4 * 3
+    # Every other configured method and w/o EG (m_gray's runs), against ALIGN on four metrics.
+    assert {method for _, method in by} == {"erm", "dre", "m_gray", "wo_eg"}
+    assert len(rows) == 4 * 4
     # OOD: 2 train domains x 1 other test domain x 4 seeds; in-distribution: 2 x 4.
     assert {row["n_pairs"] for row in rows if row["metric"] == "ood_accuracy"} == {"8"}
     assert {row["n_pairs"] for row in rows if row["metric"] != "ood_accuracy"} == {"8"}
@@ -113,7 +116,7 @@ def test_every_configured_pair_counts_and_each_method_gets_a_sentence(four_seeds
     assert by[("sufficiency", "erm")]["sentence"] == "ALIGN is better than ERM (lower is better)."
     assert by[("comprehensiveness", "erm")]["verdict"] == "no_difference"
     assert by[("ood_accuracy", "wo_eg")]["mean_difference"] == (
-        by[("ood_accuracy", "dre")]["mean_difference"]
+        by[("ood_accuracy", "m_gray")]["mean_difference"]
     )
     assert {row["git_commit"] for row in rows} == {STAMP["git_commit"]}
 
@@ -126,7 +129,7 @@ def test_verdict_md_states_the_rule_the_pairs_and_the_provenance(four_seeds):
     assert "pairs = train domain x test domain x seed" in markdown
     erm = next(line for line in markdown.splitlines() if line.startswith("| ERM | 8 |"))
     assert erm.endswith("| ALIGN is worse than ERM (higher is better). |")
-    assert "w/o EG is the same experiment as DRE" in markdown
+    assert "w/o EG is the same experiment as m-Gray" in markdown
     assert "Not compared (no configured runs): m-SAM" in markdown
     assert STAMP["git_commit"] in markdown and STAMP["params_hash"] in markdown
 

@@ -1,0 +1,60 @@
+"""The benchmark scripts run and print the JSON they promise (tiny settings: this checks they work,
+not how fast anything is)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import TINY_SYNTHETIC, make_params
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run_bench(script: str, *arguments: str, cwd: Path | None = None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(BENCH / script), *arguments], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_step_time_reports_every_method_against_erm():
+    report = run_bench("step_time.py", "--methods", "erm", "align", "sgt", "--size", "32",
+                       "--batch", "4", "--steps", "1", "--warmup", "0", "--layer4-stride", "1")
+    assert set(report["ratio_to_erm"]) == {"erm", "align", "sgt"}
+    assert report["ratio_to_erm"]["erm"] == 1.0 and report["setting"]["layer4_stride"] == 1
+
+
+def test_levers_compare_every_setting_with_the_reference():
+    report = run_bench("levers.py", "--steps", "1", "--warmup", "0", "--batch", "2")
+    results = report["seconds_per_step_and_ratios"]
+    reference = results["reference (64 px, 2x2 CAM), 1 thread(s)"]
+    assert reference["erm_vs_reference"] == 1.0
+    assert any("bf16" in label for label in results)
+    assert all(entry["align_vs_erm"] > 0 for entry in results.values())
+
+
+def test_loader_bench_compares_the_shard_reader_with_raw_files():
+    report = run_bench("loader.py", "--images", "40", "--repeats", "1", "--workers", "0",
+                       "--sizes", "32", "--batch-size", "8")
+    assert report
+
+
+def test_pipeline_bench_times_every_stage_and_method(tmp_path):
+    raw = make_params(Path("data"), **TINY_SYNTHETIC).model_dump(mode="json")
+    raw["grid"] = {"methods": ["erm", "align"], "domains": ["gradient"], "seeds": [0]}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    report = run_bench("pipeline.py", "--params", str(params_file),
+                       "--scratch", str(tmp_path / "scratch"))
+    assert set(report["seconds_by_stage"]) == {
+        "acquire", "split", "shard", "sam_masks", "train", "evaluate", "report"
+    }
+    assert set(report["seconds_by_method"]) == {"erm", "align"}
+    assert report["train_time_ratio_to_erm"]["erm"] == 1.0
+    assert (tmp_path / "scratch" / "results" / "ood_table.csv").is_file()
