@@ -232,7 +232,9 @@ def _dataset_reads(params: Params, job: Job) -> dict[str, Any]:
         if isinstance(value, Path) and value is not None
     }
     return {
-        "params": {"dataset": job.dataset, "config": select(params, f"datasets.{job.dataset}")},
+        # The data stages write under `data.root`: another root is another place to fill.
+        "params": {"dataset": job.dataset, "config": select(params, f"datasets.{job.dataset}"),
+                   "root": str(params.data.root)},
         "roots": [ENTRY_MODULES["acquire"], DATASETS.get(job.dataset).__module__],
         "external": paths,
         "inputs": [],

@@ -38,9 +38,11 @@ def identity_keys() -> dict[str, str]:
     return {job.name: identities.key(job) for job in grid_jobs(params)}
 
 
-def dvc_reruns(dataset: str) -> set[str]:
+def dvc_reruns() -> set[str]:
     """The jobs `dvc status` reports as changed, after `align identify` wrote the identities."""
-    write_identities(load_params(PARAMS), IDENTITIES)
+    params = load_params(PARAMS)
+    dataset = params.dataset
+    write_identities(params, IDENTITIES)
     with Repo(".") as repo:
         status = repo.status()
     jobs = set()
@@ -69,23 +71,24 @@ class JobCollector(logging.Handler):
             self.jobs.append((record.rule_name, dict(record.wildcards or {})))
 
 
-def snakemake_reruns(dataset: str) -> set[str]:
+def snakemake_reruns() -> set[str]:
     """The jobs a Snakemake dry run (every rerun trigger on) would run."""
     collector = JobCollector()
     snakemake_logger = logging.getLogger("snakemake.logging")
-    snakemake_logger.addHandler(collector)
-    try:
-        with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-            workflow = api.workflow(
-                resource_settings=ResourceSettings(cores=1),
-                config_settings=ConfigSettings(),
-                storage_settings=StorageSettings(),
-                snakefile=Path("Snakefile"),
-                workdir=Path.cwd(),
-            )
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(),
+            storage_settings=StorageSettings(),
+            snakefile=Path("Snakefile"),
+            workdir=Path.cwd(),
+        )
+        # Snakemake sets up its logging when the workflow is made: only then can a handler stay.
+        snakemake_logger.addHandler(collector)
+        try:
             workflow.dag(DAGSettings()).execute_workflow(executor="dryrun")
-    finally:
-        snakemake_logger.removeHandler(collector)
+        finally:
+            snakemake_logger.removeHandler(collector)
     jobs = set()
     for rule, wildcards in collector.jobs:
         if rule == "all":
@@ -94,13 +97,12 @@ def snakemake_reruns(dataset: str) -> set[str]:
             jobs.add(f"{rule}/{wildcards['dataset']}/{wildcards['domain']}/"
                      f"{wildcards['method']}/seed{wildcards['seed']}")
         else:
-            jobs.add(f"{rule}/{wildcards.get('dataset', dataset)}")
+            jobs.add(f"{rule}/{wildcards.get('dataset', load_params(PARAMS).dataset)}")
     return jobs
 
 
 def main(changes_file: str) -> None:
     changes = json.loads(Path(changes_file).read_text())
-    dataset = load_params(PARAMS).dataset
     baseline_params = PARAMS.read_text()
     baseline = identity_keys()
     results = []
@@ -117,8 +119,8 @@ def main(changes_file: str) -> None:
             results.append({
                 "change": change["name"],
                 "identity": sorted(identity),
-                "dvc": sorted(dvc_reruns(dataset)),
-                "snakemake": sorted(snakemake_reruns(dataset)),
+                "dvc": sorted(dvc_reruns()),
+                "snakemake": sorted(snakemake_reruns()),
             })
         finally:
             PARAMS.write_text(baseline_params)

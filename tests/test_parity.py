@@ -47,10 +47,14 @@ CODE_AREAS = {
 
 CANDIDATES: tuple[Any, ...] = (
     0.1, 1, "x", "mean", "blur", "cuda", "center_point", "vit_l", "imagenet", "vlcs",
-    ["circle", "bars"], ["a"], {"vlcs": {}},
+    "https://example.org/other.tar.gz", ["circle", "bars"], ["gradient", "noise"], ["a"],
+    {"vlcs": {}},
 )
 """Values tried, in order, for a leaf whose own kind of change (a flipped bool, a nudged number)
 is not valid; a leaf for which none is valid fails the test, naming it."""
+COMPANIONS = {"dataset": ("grid.domains",)}
+"""Keys that cannot change alone: another dataset needs its own domains, listed in full (dvc.yaml
+builds its matrix from them), as the parameters resolve them when left unset."""
 
 
 def tiny_params() -> dict[str, Any]:
@@ -96,6 +100,8 @@ def nudges(value: Any) -> list[Any]:
         return [[*value, max(value) + 1]]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return [value[:-1], [*value, "x"], list(reversed(value))]
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return [value[:-1], [v / 2 for v in value]]
     return []
 
 
@@ -107,6 +113,11 @@ def changed_params(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
         if candidate == value:
             continue
         changed = set_key(raw, key, candidate)
+        for companion in COMPANIONS.get(key, ()):
+            unset = set_key(changed, companion, None)
+            if is_valid(unset):
+                resolved = parse_params(unset).model_dump(mode="json")
+                changed = set_key(changed, companion, get_key(resolved, companion))
         if is_valid(changed):
             return changed
     parent, _, _ = key.rpartition(".")
@@ -145,6 +156,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     run([str(bin_dir / "snakemake"), "-c1", "--quiet", "all"], root, env)
     run([sys.executable, "-m", "align.cli", "identify"], root, env)
     run([str(bin_dir / "dvc"), "commit", "-f", "-q"], root, env)
+    # DVC's commit rewrites outputs from its cache, newer than what was made from them: restore
+    # Snakemake's order of modification times (contents and its records are unchanged).
+    run([str(bin_dir / "snakemake"), "-c1", "--quiet", "--touch", "all"], root, env)
     return root, env
 
 
