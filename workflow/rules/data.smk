@@ -44,6 +44,7 @@ rule sam_masks:
         directory(f"{DATA}/masks/sam/{{dataset}}"),
     params:
         key=hash_of("sam"),
+    threads: 8
     resources:
         gpu=1,
     shell:

@@ -11,6 +11,7 @@ rule evaluate:
         directory("runs/{dataset}/{domain}/{method}/seed{seed}/eval"),
     params:
         key=hash_of("evaluate", "data.image_size"),
+    threads: 8
     resources:
         gpu=1,
     shell:

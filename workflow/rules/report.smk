@@ -18,5 +18,8 @@ rule report:
         expand("results/figures/{figure}.png", figure=REPORT_FIGURES),
     params:
         key=hash_of("dataset", "grid", "methods", "evaluate", "data.image_size"),
+    threads: 8
+    resources:
+        gpu=1,
     shell:
         f"{ALIGN} report --runs-root runs --results results"

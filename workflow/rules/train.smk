@@ -28,6 +28,7 @@ rule train:
         metrics="runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",
     params:
         run=run_hash,
+    threads: 8
     resources:
         gpu=1,
     shell:
