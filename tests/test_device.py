@@ -12,13 +12,19 @@ import pytest
 
 from align.device import gpu_lock_dir, visible_gpu_ids
 
-# A job: claims one of the GPUs named in argv[2], says which, and holds it until its stdin closes.
+# A job: claims one of the GPUs named in argv[2], forks a child that exits at once (as DataLoader
+# workers do: that must not give the GPU back), says which GPU it has, and holds it until its stdin
+# closes.
 JOB = """
-import sys
+import os, sys
 from pathlib import Path
 from align.device import claim_gpu
 print("started", flush=True)
 index, lock = claim_gpu(sys.argv[2].split(","), Path(sys.argv[1]), poll_seconds=0.05)
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
 print(index, flush=True)
 sys.stdin.read()
 """
