@@ -110,8 +110,9 @@ def test_the_slurm_profile_reproduces_a_local_run_through_a_requeue(tmp_path):
     local = start_snakemake(local_dir, "--cores", "2")
     slurm = start_snakemake(
         slurm_dir, "--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"),
-        # No accounting database on the CI cluster; and poll it often, the jobs are seconds long.
-        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+        # No accounting database on the CI cluster. The plugin first asks after a job this many
+        # seconds after submitting it, then 10 s later each time; the jobs here take 10-40 s.
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "20",
     )
     try:
         requeued = requeue_first_training(slurm_dir, slurm)
