@@ -1,19 +1,37 @@
-# `make run` and `make test` both set up .venv first; pip runs again only when pyproject.toml changed.
+# `make run` and `make test` both set up .venv first, from requirements.lock: every dependency of the
+# project and of its dev and slurm extras, pinned with hashes. pip runs again only when the lock or
+# pyproject.toml changed. `make lock` re-resolves the lock after a change to pyproject.toml.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | sha256sum | cut -c1-16)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+LOCK_TOOLS := .venv-lock-tools
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint bench venv
+.PHONY: run test lint bench venv lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The project itself is installed without dependencies and without build isolation, so nothing
+# outside the lock is fetched (its build backend, setuptools, is in the lock too).
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check || { echo "make: $(LOCK) does not match pyproject.toml: run 'make lock'" >&2; exit 1; }
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Keeps every pin that still fits pyproject.toml; `make lock LOCK_ARGS=--upgrade` moves all of them
+# to the newest releases that fit, `LOCK_ARGS='--upgrade-package dvc'` only one.
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) \
+		&& $(LOCK_TOOLS)/bin/python -m pip install --quiet pip-tools==7.6.2; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes \
+		--allow-unsafe --strip-extras --extra dev --extra slurm --build-deps-for editable \
+		--no-emit-index-url --no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
 run: $(STAMP)
 	dvc repro

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from align.config import DEFAULT_PARAMS, Params, load_params
 from align.errors import UserError
+from align.threads import THREADS_ENV, threads_from_env, use_threads
 
 Command = Callable[[Params, argparse.Namespace], None]
 COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description=__doc__)
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads this job may use: torch's threads and, on a GPU, N - 1 DataLoader "
+        f"workers (default: ${THREADS_ENV}, else torch's default)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _, arguments) in COMMANDS.items():
         arguments(subparsers.add_parser(name, help=help_text, description=help_text))
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _, function, _ = COMMANDS[args.command]
     try:
+        use_threads(args.threads if args.threads is not None else threads_from_env())
         function(load_params(args.params), args)
     except UserError as error:
         print(f"align {args.command}: error: {error}", file=sys.stderr)

@@ -57,8 +57,9 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     shard_max_samples: PositiveInt = 1000
     jpeg_quality: int = Field(95, ge=1, le=100)
-    loader_workers: int = Field(0, ge=0)
-    """DataLoader workers; 0 reads in the main process (CPU runs), CUDA runs usually want 4-8."""
+    loader_workers: int | None = Field(None, ge=0)
+    """DataLoader workers; 0 reads in the main process; null: from the job's threads (all but one
+    on a GPU, none on the CPU: see align/threads.py)."""
     hue_jitter: float | None = Field(None, ge=0, le=0.5)
     """Train-time ColorJitter hue strength; null: the dataset's own (DomainBed's 0.3, 0 for
     synthetic, whose background hue is the spurious cue that the benchmark is about)."""

@@ -31,6 +31,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+import align.device
 import align.masks.sam
 from align.cli import main
 from align.config import Params, SamConfig
@@ -335,13 +336,23 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(
         )
 
 
-def test_device_is_cuda_only_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_device_is_cuda_only_when_available(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_sam_device("auto") == torch.device("cpu")
     with pytest.raises(UserError, match="sam.device: cuda"):
         pick_sam_device("cuda")
+    # One GPU as far as CUDA says: SAM takes it through the job's GPU lock, like training does.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_sam_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(align.device, "_claimed", None)
+    monkeypatch.setenv("ALIGN_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert pick_sam_device("auto") == torch.device("cuda", 0)
+    assert (tmp_path / "gpu-0.lock").is_file()
     assert pick_sam_device("cpu") == torch.device("cpu")
 
 

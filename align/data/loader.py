@@ -59,6 +59,7 @@ from align.data.transforms import (
     to_pixels,
 )
 from align.errors import UserError
+from align.threads import loader_workers
 
 Sample = dict[str, Any]
 IMAGE_PARTS = (("jpg", "png"), ("cls",))
@@ -350,7 +351,7 @@ def make_loader(
         epoch=epoch,
         hue_jitter=params.hue_jitter(dataset),
     )
-    workers = params.data.loader_workers
+    workers = loader_workers(params.data.loader_workers, cuda=torch.cuda.is_available())
     return ShardLoader(
         stream,
         batch_size=None,  # the stream batches itself, so batches do not depend on the workers

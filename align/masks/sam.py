@@ -50,6 +50,7 @@ from align.config import Params, SamConfig
 from align.data.loader import IMAGE_PARTS, decode_image, read_index, read_shard
 from align.data.shards import INDEX_NAME, shard_remedy, shards_dir, write_shard
 from align.data.split import SPLITS, split_path
+from align.device import pick_device
 from align.errors import UserError
 from align.masks.layout import STATUS_NAME, sam_mask_root
 
@@ -74,12 +75,13 @@ def missing_checkpoint_reason(model_type: str) -> str:
 
 
 def pick_sam_device(choice: str) -> torch.device:
-    """`auto`: CUDA when available, else the CPU; `cuda` without a GPU is a UserError."""
+    """`auto`: this job's own GPU when CUDA has one (see align.device), else the CPU; `cuda`
+    without a GPU is a UserError."""
+    if choice == "cpu":
+        return torch.device("cpu")
     if choice == "cuda" and not torch.cuda.is_available():
         raise UserError("sam.device: cuda was asked for but no CUDA device is available")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
+    return pick_device()
 
 
 def checkpoint_file(config: SamConfig) -> Path:

@@ -18,7 +18,8 @@ except UserError as error:
 
 DATASET = PARAMS.dataset
 DATA = str(PARAMS.data.root)
-ALIGN = f"align --params {PARAMS_FILE}"
+# `{threads}` is each rule's own (`threads:`), filled in by Snakemake when the job runs.
+ALIGN = f"align --params {PARAMS_FILE} --threads {{threads}}"
 IDENTITIES = Identities(PARAMS)
 
 

@@ -42,6 +42,7 @@ rule sam_masks:
         directory(f"{DATA}/masks/sam/{{dataset}}"),
     params:
         identity=identity_key("sam_masks"),
+    threads: 8
     resources:
         gpu=1,
     shell:

@@ -11,6 +11,7 @@ rule evaluate:
         directory("runs/{dataset}/{domain}/{method}/seed{seed}/eval"),
     params:
         identity=identity_key("evaluate"),
+    threads: 8
     resources:
         gpu=1,
     shell:

@@ -26,5 +26,8 @@ rule report:
         expand("results/{file}", file=REPORT_FILES),
     params:
         identity=identity_key("report"),
+    threads: 8
+    resources:
+        gpu=1,
     shell:
         f"{ALIGN} report --runs-root runs --results results"

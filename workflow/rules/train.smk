@@ -20,6 +20,7 @@ rule train:
         metrics="runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",
     params:
         identity=identity_key("train"),
+    threads: 8
     resources:
         gpu=1,
     shell:
