@@ -112,11 +112,15 @@ class ModelConfig(StrictModel):
     pretrained: str = "none"
     """`none`, `imagenet` (torchvision's weights; needs the file offline) or a state-dict path."""
     small_stem: bool = False
+    """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
     layer4_stride: Literal[1, 2] = 2
     """2: torchvision's ResNet-18; 1: `layer4` keeps layer3's resolution, doubling the side of the
-    Grad-CAM map (4x4 instead of 2x2 at 64 px) for about 1.7x the FLOPs; ImageNet weights load."""
-    """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
+    Grad-CAM map (4x4 instead of 2x2 at 64 px) for about 1.4x the FLOPs; ImageNet weights load."""
     masker_width: PositiveInt = 16
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Numerics of the forward passes in training and evaluation (bf16 autocast, weights and
+    optimiser state in fp32): `auto` is bf16 where the hardware computes it natively (a CUDA GPU,
+    a CPU with AVX512-BF16 or AMX), fp32 elsewhere."""
 
 
 class TrainConfig(StrictModel):
@@ -125,6 +129,9 @@ class TrainConfig(StrictModel):
     lr: float = Field(1e-3, gt=0)
     masker_lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """`cosine`: every learning rate decays from its value to 0 over `steps` along half a cosine
+    (Loshchilov and Hutter 2017, without restarts); `constant`: none."""
     eval_every: PositiveInt = 50
     checkpoint_every: PositiveInt = 50
 

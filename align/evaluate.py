@@ -33,7 +33,7 @@ from align.data.loader import make_loader
 from align.data.registry import DATASETS
 from align.data.shards import shards_dir
 from align.data.split import read_split
-from align.device import pick_device
+from align.device import autocast, computes_in_bf16, pick_device
 from align.errors import UserError
 from align.explain import gradcam
 from align.identity import Identities, content_digest
@@ -134,6 +134,9 @@ def evaluate_on_domain(
     sam_ok, sam_reason = sam_masks_available(params, spec.dataset)
     measure_masks = in_distribution and has_gt
     device = next(run.classifier.parameters()).device
+    # Forward passes in the run's training precision (`model.precision`); the measures on their
+    # outputs (probabilities, map rankings) in fp32.
+    bf16 = computes_in_bf16(params.model.precision, device)
 
     classification = ClassificationAccumulator()
     faithful = FaithfulnessAccumulator()
@@ -157,29 +160,35 @@ def evaluate_on_domain(
     description = f"evaluate {spec.method}/{spec.domain} on {target}"
     for batch in tqdm(batches, desc=description, disable=not show_progress, leave=False):
         x, labels = batch["image"].to(device), batch["label"].to(device)
-        with torch.no_grad():
-            logits = run.classifier(x)
+        with torch.no_grad(), autocast(device, bf16):
+            logits = run.classifier(x).float()
         classification.update(logits, labels)
         total += len(labels)
         if not in_distribution:
             continue
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, bf16):
             maps, _ = gradcam(run.classifier, x)
-        faithful.update(faithfulness(run.classifier, x, maps, config.fractions, config.fill,
-                                     config.chunk_size))
+        maps = maps.float()
+        with autocast(device, bf16):
+            faithful.update(faithfulness(run.classifier, x, maps, config.fractions, config.fill,
+                                         config.chunk_size))
         blur_correct["none"] += int((logits.argmax(1) == labels).sum())
         maps_of = {"gradcam": maps}
         if run.masker is not None:
-            with torch.no_grad():
-                maps_of["masker"] = run.masker(x)
+            with torch.no_grad(), autocast(device, bf16):
+                maps_of["masker"] = run.masker(x).float()
         if sam_batches is not None:
             maps_of["sam"] = next(sam_batches)["mask"].to(device)
-            sam_correct += correct_with_blurred_background(
-                run.classifier, x, maps_of["sam"], labels
-            )
+            with autocast(device, bf16):
+                sam_correct += correct_with_blurred_background(
+                    run.classifier, x, maps_of["sam"], labels
+                )
         if has_gt:
             gt = batch["mask"].to(device)
-            blur_correct["gt"] += correct_with_blurred_background(run.classifier, x, gt, labels)
+            with autocast(device, bf16):
+                blur_correct["gt"] += correct_with_blurred_background(
+                    run.classifier, x, gt, labels
+                )
             maps_of["uniform"] = torch.ones_like(gt)
         for name, source_maps in maps_of.items():
             spreads[name].update(source_maps)

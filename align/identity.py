@@ -273,7 +273,10 @@ def _train_reads(params: Params, job: Job) -> dict[str, Any]:
         key: value for key, value in select(params, "model").items() if key != "masker_width"
     }
     train = select(params, "train")
-    read = {key: train[key] for key in ("steps", "batch_size", "lr", "weight_decay", "eval_every")}
+    read = {
+        key: train[key]
+        for key in ("steps", "batch_size", "lr", "weight_decay", "lr_schedule", "eval_every")
+    }
     if method.uses_masker:
         model["masker_width"] = params.model.masker_width
         read["masker_lr"] = params.train.masker_lr

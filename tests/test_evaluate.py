@@ -15,6 +15,7 @@ from align.cli import main
 from align.config import parse_params
 from align.data.loader import make_loader
 from align.data.registry import DATASETS
+from align.device import autocast, computes_in_bf16
 from align.errors import UserError
 from align.evaluate import (
     blur_background,
@@ -26,6 +27,8 @@ from align.evaluate import (
 from align.models.trained import load_trained
 from align.runs import RunSpec
 from align.train import train_run
+
+DEVICE = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +87,9 @@ def test_masker_quality_matches_a_direct_computation_and_the_uniform_reference(t
     spreads, means, inside, outside, areas = [], [], [], [], []
     for batch in make_loader(params, "synthetic", "gradient", "test", train=False, batch_size=7,
                              with_masks=True):
-        with torch.no_grad():
-            masks = run.masker(batch["image"]).numpy().reshape(len(batch["label"]), -1)
+        # In the precision the evaluation uses (model.precision: bf16 autocast where native).
+        with torch.no_grad(), autocast(DEVICE, computes_in_bf16(params.model.precision, DEVICE)):
+            masks = run.masker(batch["image"]).float().numpy().reshape(len(batch["label"]), -1)
         objects = batch["mask"].numpy().reshape(len(masks), -1) >= 0.5
         spreads += list(np.std(masks, axis=1))
         means += list(masks.mean(1))

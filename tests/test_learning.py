@@ -26,7 +26,8 @@ EASY_SYNTHETIC = {
         "synthetic": {
             "domains": ["gradient"],
             "num_classes": 2,
-            "shapes": ["circle", "bars"],
+            "class_cue": "shape",
+            "classes": ["circle", "bars"],
             "images_per_domain": 1500,  # 900 / 300 / 300 per split
             "image_size": 32,
             "spurious_p": 0.5,

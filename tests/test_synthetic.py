@@ -28,8 +28,10 @@ from align.data.synthetic_draw import LUMA
 from align.errors import UserError
 
 SMALL = SyntheticConfig(images_per_domain=20, image_size=32)
-# Enough images for rates and nearest-centroid accuracies to be stable, drawn in memory only.
-MANY = SyntheticConfig(images_per_domain=300, image_size=32)
+# Enough images for rates and nearest-centroid accuracies to be stable, drawn in memory only: shapes
+# at 32 px, textures at 64 px (where their periods span several pixels, as in the default run).
+MANY = SyntheticConfig(images_per_domain=300, image_size=32, class_cue="shape")
+MANY_TEXTURES = SyntheticConfig(images_per_domain=300, image_size=64)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -39,6 +41,11 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def many_samples() -> dict[str, list[SyntheticSample]]:
     return {domain: list(domain_samples(MANY, domain)) for domain in MANY.domains}
+
+
+@pytest.fixture(scope="module")
+def many_textures() -> dict[str, list[SyntheticSample]]:
+    return {domain: list(domain_samples(MANY_TEXTURES, domain)) for domain in MANY.domains}
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
@@ -87,14 +94,19 @@ def test_a_domain_does_not_depend_on_the_others() -> None:
     assert colour_mapping(alone)["stripes"] == colour_mapping(SMALL)["stripes"]
 
 
-def test_masks_are_exactly_the_object(many_samples: dict[str, list[SyntheticSample]]) -> None:
-    for sample in (s for samples in many_samples.values() for s in samples):
-        # Objects span 30-60% of the side; the thinnest shape covers about 2.5% of the image.
-        assert 0.015 < sample.mask.mean() < 0.3
-        object_pixels = sample.image[sample.mask].astype(float)
-        assert np.all(object_pixels == object_pixels[0]), "the object is one flat colour"
-        background_luma = sample.image[~sample.mask].astype(float).mean(0) @ LUMA
-        assert abs(object_pixels[0] @ LUMA - background_luma) / 255 > 0.2
+def test_masks_are_exactly_the_object(
+    many_samples: dict[str, list[SyntheticSample]],
+    many_textures: dict[str, list[SyntheticSample]],
+) -> None:
+    for cue, samples in (("shape", many_samples), ("texture", many_textures)):
+        for sample in (s for drawn in samples.values() for s in drawn):
+            # Objects span 30-60% of the side; the thinnest shape covers about 2.5% of the image.
+            assert 0.015 < sample.mask.mean() < 0.3
+            colours = np.unique(sample.image[sample.mask].reshape(-1, 3), axis=0).astype(float)
+            # A silhouette is one flat colour; a texture two tones, one light and one dark.
+            assert len(colours) == (1 if cue == "shape" else 2), cue
+            background_luma = sample.image[~sample.mask].astype(float).mean(0) @ LUMA
+            assert np.all(np.abs(colours @ LUMA - background_luma) / 255 > 0.2)
 
 
 @pytest.mark.parametrize("spurious_p", [0.0, 0.8, 1.0])
@@ -137,6 +149,25 @@ def _background_colour(sample: SyntheticSample) -> npt.NDArray[np.float64]:
 
 def _object_colour(sample: SyntheticSample) -> npt.NDArray[np.float64]:
     return sample.image[sample.mask].astype(float).mean(0)
+
+
+def _texture_spectrum(sample: SyntheticSample) -> npt.NDArray[np.float64]:
+    """A rotation-invariant descriptor of the pattern inside the object: the light tone sampled on
+    a polar grid around the object's centre, and the magnitudes of its angular and radial
+    Fourier spectra."""
+    rows, columns = np.nonzero(sample.mask)
+    radius = np.sqrt(len(rows) / np.pi)
+    light = sample.image.astype(float) @ LUMA / 255 > 0.5
+    angles = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    radii = np.linspace(0.1, 0.85, 12) * radius
+    last = sample.image.shape[0] - 1
+    ys = (rows.mean() + np.outer(radii, np.sin(angles))).round().astype(int).clip(0, last)
+    xs = (columns.mean() + np.outer(radii, np.cos(angles))).round().astype(int).clip(0, last)
+    polar = light[ys, xs].astype(float)
+    angular = np.abs(np.fft.rfft(polar - polar.mean(1, keepdims=True), axis=1)).mean(0)[1:17]
+    profile = polar.mean(1)
+    radial = np.abs(np.fft.rfft(profile - profile.mean()))[1:6]
+    return np.concatenate([angular / 64, radial / 12])
 
 
 def _radial_profile(sample: SyntheticSample) -> npt.NDArray[np.float64]:
@@ -182,6 +213,24 @@ def test_background_colour_works_in_domain_and_fails_across(
         assert object_colour[domain] < chance + 0.15
 
 
+@pytest.mark.parametrize("train_domain", BACKGROUND_FAMILIES)
+def test_a_texture_is_its_class_everywhere_and_its_outline_says_nothing(
+    many_textures: dict[str, list[SyntheticSample]], train_domain: str
+) -> None:
+    # The default cue: every object is a disk, so its silhouette carries no class; the pattern
+    # inside it does, in every domain, while the background colour works only in its own.
+    chance = 1 / MANY_TEXTURES.num_classes
+    texture = _cross_domain_accuracies(many_textures, _texture_spectrum, train_domain)
+    outline = _cross_domain_accuracies(many_textures, _radial_profile, train_domain)
+    colour = _cross_domain_accuracies(many_textures, _background_colour, train_domain)
+    assert colour[train_domain] > MANY_TEXTURES.spurious_p - 0.12
+    for domain in MANY_TEXTURES.domains:
+        assert texture[domain] > 0.95
+        assert outline[domain] < chance + 0.15
+        if domain != train_domain:
+            assert colour[domain] < chance
+
+
 def test_bad_domains_are_refused() -> None:
     with pytest.raises(ValidationError, match="unknown domains"):
         SyntheticConfig(domains=["gradient", "clouds"])
@@ -191,16 +240,18 @@ def test_bad_domains_are_refused() -> None:
         parse_params({"datasets": {"synthetic": {"domains": []}}})
 
 
-def test_shapes_choose_the_classes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("cue", "chosen"), [("shape", ["bars", "ring"]),
+                                              ("texture", ["dots", "spiral"])])
+def test_classes_choose_the_objects(tmp_path: Path, cue: str, chosen: list[str]) -> None:
     config = SyntheticConfig(
-        domains=["noise"], images_per_domain=4, image_size=32, num_classes=2,
-        shapes=["bars", "ring"],
+        domains=["noise"], images_per_domain=4, image_size=32, num_classes=2, class_cue=cue,
+        classes=chosen,
     )
-    assert class_names(config.num_classes, config.shapes) == ["bars", "ring"]
+    assert class_names(config.num_classes, config.classes, cue) == chosen
     Synthetic(config).acquire(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "noise").iterdir()) == ["bars", "ring"]
-    # The shape changes the object only: background and colours are drawn as without `shapes`.
-    default = config.model_copy(update={"shapes": None})
+    assert sorted(p.name for p in (tmp_path / "noise").iterdir()) == sorted(chosen)
+    # The class changes the object only: background and colours are drawn as without `classes`.
+    default = config.model_copy(update={"classes": None})
     for index in range(4):
         chosen, plain = draw_sample(config, "noise", index), draw_sample(default, "noise", index)
         assert chosen.background_class == plain.background_class
@@ -208,10 +259,12 @@ def test_shapes_choose_the_classes(tmp_path: Path) -> None:
         assert np.array_equal(chosen.image[background], plain.image[background])
 
 
-def test_bad_shapes_are_refused() -> None:
-    with pytest.raises(UserError, match="synthetic.shapes: lists 2 shapes but num_classes is 5"):
-        parse_params({"datasets": {"synthetic": {"shapes": ["circle", "bars"]}}})
+def test_bad_classes_are_refused() -> None:
+    with pytest.raises(UserError, match="synthetic.classes: lists 2 classes but num_classes is 5"):
+        parse_params({"datasets": {"synthetic": {"classes": ["rings", "dots"]}}})
     with pytest.raises(ValidationError, match="unknown shapes"):
-        SyntheticConfig(num_classes=2, shapes=["circle", "hexagon"])
+        SyntheticConfig(num_classes=2, class_cue="shape", classes=["circle", "hexagon"])
+    with pytest.raises(ValidationError, match="unknown textures"):
+        SyntheticConfig(num_classes=2, classes=["circle", "rings"])
     with pytest.raises(ValidationError, match="once"):
-        SyntheticConfig(num_classes=2, shapes=["circle", "circle"])
+        SyntheticConfig(num_classes=2, classes=["rings", "rings"])

@@ -83,20 +83,90 @@ The order is the class order; the first five (the default) are the most distinct
 """
 
 
+TextureTest = Callable[[FloatArray, FloatArray, float], BoolArray]
+
+
+def _stripes(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    return np.mod(u / period, 1) < 0.5
+
+
+def _checker(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    return (np.floor(u / period) + np.floor(v / period)) % 2 == 0
+
+
+def _rings(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    return np.mod(np.hypot(u, v) / period, 1) < 0.5
+
+
+def _dots(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    du, dv = np.mod(u / period, 1) - 0.5, np.mod(v / period, 1) - 0.5
+    return np.hypot(du, dv) < 0.3
+
+
+def _wedges(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    return np.mod(np.arctan2(v, u) / (2 * np.pi) * 8, 1) < 0.5  # eight sectors, any scale
+
+
+def _crosshatch(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    du, dv = np.abs(np.mod(u / period, 1) - 0.5), np.abs(np.mod(v / period, 1) - 0.5)
+    return np.minimum(du, dv) < 0.17
+
+
+def _zigzag(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    triangle = np.abs(np.mod(v / period, 1) - 0.5)
+    return np.mod((u + triangle * period) / period, 1) < 0.5
+
+
+def _spiral(u: FloatArray, v: FloatArray, period: float) -> BoolArray:
+    return np.mod(np.hypot(u, v) / period + np.arctan2(v, u) / (2 * np.pi), 1) < 0.5
+
+
+CLASS_TEXTURES: dict[str, TextureTest] = {
+    "stripes": _stripes,
+    "checker": _checker,
+    "rings": _rings,
+    "dots": _dots,
+    "wedges": _wedges,
+    "crosshatch": _crosshatch,
+    "zigzag": _zigzag,
+    "spiral": _spiral,
+}
+"""Class name -> two-tone pattern on object-frame coordinates (the disk of radius 1) with a period
+in those units. Every textured object is the same disk: only what is inside it tells the classes
+apart, so an object removed from the image (painted black) takes its class with it, which a
+silhouette would not. The order is the class order; the first five are the most distinct."""
+
+
 @cache
 def _pixel_centres(size: int) -> FloatArray:
     return np.arange(size) + 0.5
+
+
+def object_frame(
+    size: int, centre: tuple[float, float], radius: float, angle: float
+) -> tuple[FloatArray, FloatArray]:
+    """Object-frame coordinates (u, v) of every pixel: centred at `centre` = (x, y) in pixels,
+    scaled by `radius`, rotated by `angle`; each (size, size)."""
+    pixels = _pixel_centres(size)
+    dx = (pixels[None, :] - centre[0]) / radius
+    dy = (pixels[:, None] - centre[1]) / radius
+    cos, sin = np.cos(angle), np.sin(angle)
+    return dx * cos + dy * sin, dy * cos - dx * sin
 
 
 def shape_mask(
     shape: str, size: int, centre: tuple[float, float], radius: float, angle: float
 ) -> BoolArray:
     """The pixels of `shape` centred at `centre` = (x, y) in pixels, scaled to `radius`, rotated."""
-    pixels = _pixel_centres(size)
-    dx = (pixels[None, :] - centre[0]) / radius
-    dy = (pixels[:, None] - centre[1]) / radius
-    cos, sin = np.cos(angle), np.sin(angle)
-    return SHAPES[shape](dx * cos + dy * sin, dy * cos - dx * sin)
+    return SHAPES[shape](*object_frame(size, centre, radius, angle))
+
+
+def texture_pattern(
+    texture: str, size: int, centre: tuple[float, float], radius: float, angle: float,
+    period: float,
+) -> BoolArray:
+    """Where `texture`, in the frame of an object at `centre`, takes its first tone."""
+    return CLASS_TEXTURES[texture](*object_frame(size, centre, radius, angle), period)
 
 
 def colour(hue: FloatArray | float, luma: FloatArray | float, chroma: float) -> FloatArray:

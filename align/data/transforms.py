@@ -146,6 +146,8 @@ def augment(
     )
     for step in a.colour_order:
         adjust, factor = colour[step]
+        if adjust is F.adjust_hue and factor == 0:
+            continue  # the identity, and half the cost of the augmentation (an HSV round trip)
         image = adjust(image, factor)
     if a.grayscale:
         image = F.rgb_to_grayscale(image, num_output_channels=3)

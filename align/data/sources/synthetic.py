@@ -1,11 +1,16 @@
-"""The embedded default dataset: shapes on domain-styled backgrounds with a spurious colour cue.
+"""The embedded default dataset: objects on domain-styled backgrounds with a spurious colour cue.
 
-Each image shows one object whose shape is its class, in a random colour, size, position and
-rotation, on a background of the domain's texture family. The background's hue is a colour slot;
-inside a domain, class c gets slot `colour_mapping(config)[domain][c]` with probability `spurious_p`
-and another class's slot otherwise. Domains map classes to slots by different permutations, so a
-classifier that reads the background colour is right in its own domain and wrong in the others,
-while the object's shape means the same class everywhere.
+Each image shows one object, in random colours, size, position and rotation, on a background of
+the domain's texture family. What makes the object its class is `class_cue`: a two-tone texture
+inside a disk (the default) or a one-tone silhouette (`shape`). With textures every object has the
+same outline, so removing the object from the image (as ALIGN's masker does, painting it black)
+removes its class too; a silhouette would survive as the outline of the hole.
+
+The background's hue is a colour slot; inside a domain, class c gets slot
+`colour_mapping(config)[domain][c]` with probability `spurious_p` and another class's slot
+otherwise. Domains map classes to slots by different permutations, so a classifier that reads the
+background colour is right in its own domain and wrong in the others, while the object means the
+same class everywhere.
 
 Every image is drawn from its own generator seeded by (seed, domain, index): a domain, or one
 image, can be drawn alone and comes out byte-identical.
@@ -17,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +31,14 @@ from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from align.data.download import Downloads
 from align.data.registry import DatasetSource, mask_path_for, register_dataset
-from align.data.synthetic_draw import SHAPES, colour, draw_background, shape_mask
+from align.data.synthetic_draw import (
+    CLASS_TEXTURES,
+    SHAPES,
+    colour,
+    draw_background,
+    shape_mask,
+    texture_pattern,
+)
 from align.schema import StrictModel
 
 BACKGROUND_FAMILIES = ("gradient", "noise", "stripes", "tiles")
@@ -35,6 +48,9 @@ RADIUS_RANGE = (0.15, 0.30)
 # Objects are very light or very dark; backgrounds keep a luma of about 0.3-0.6 (synthetic_draw).
 OBJECT_LUMA_BANDS = ((0.04, 0.17), (0.82, 0.95))
 OBJECT_MAX_CHROMA = 0.25
+# Period of a class texture, in units of the object's radius: two to three periods across it.
+TEXTURE_PERIOD_RANGE = (0.3, 0.45)
+CATALOGUES = {"texture": CLASS_TEXTURES, "shape": SHAPES}
 # A fixed zlib level, and PIL writes no time or text chunks: the PNG bytes depend on pixels alone.
 PNG_COMPRESS_LEVEL = 6
 
@@ -52,11 +68,14 @@ class SyntheticConfig(StrictModel):
     spurious_p: float = Field(0.8, ge=0, le=1)
     """Probability that the background colour agrees with the class (the spurious cue)."""
     seed: int = 0
-    shapes: list[str] | None = None
-    """The class shapes in class order, names from `SHAPES`; null: the first `num_classes` of them.
-    When given, it must list `num_classes` distinct shapes. E.g. [circle, bars] is a two-class task
-    a ResNet-18 from scratch learns in a few dozen steps; circle, square and triangle, small and
-    rotated, take it hundreds."""
+    class_cue: Literal["texture", "shape"] = "texture"
+    """What tells the classes apart: the texture inside a disk (`CLASS_TEXTURES`) or the object's
+    silhouette (`SHAPES`)."""
+    classes: list[str] | None = None
+    """The classes in class order, names from the cue's catalogue; null: its first `num_classes`.
+    When given, it must list `num_classes` distinct names. E.g. shapes [circle, bars] are a
+    two-class task a ResNet-18 from scratch learns in a few dozen steps; circle, square and
+    triangle, small and rotated, take it hundreds."""
 
     @field_validator("domains")
     @classmethod
@@ -70,22 +89,26 @@ class SyntheticConfig(StrictModel):
             raise ValueError("each domain may be listed once")
         return domains
 
-    @field_validator("shapes")
+    @field_validator("classes")
     @classmethod
-    def _shapes_are_known(cls, shapes: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        if shapes is None:
+    def _classes_are_known(
+        cls, classes: list[str] | None, info: ValidationInfo
+    ) -> list[str] | None:
+        if classes is None:
             return None
-        unknown = [name for name in shapes if name not in SHAPES]
+        cue = info.data.get("class_cue", "texture")
+        catalogue = CATALOGUES[cue]
+        unknown = [name for name in classes if name not in catalogue]
         if unknown:
-            raise ValueError(f"unknown shapes {unknown}; each must be in {list(SHAPES)}")
-        if len(set(shapes)) != len(shapes):
-            raise ValueError("each shape may be listed once")
+            raise ValueError(f"unknown {cue}s {unknown}; each must be in {list(catalogue)}")
+        if len(set(classes)) != len(classes):
+            raise ValueError("each class may be listed once")
         num_classes = info.data.get("num_classes")
-        if num_classes is not None and len(shapes) != num_classes:
+        if num_classes is not None and len(classes) != num_classes:
             raise ValueError(
-                f"lists {len(shapes)} shapes but num_classes is {num_classes}; make them agree"
+                f"lists {len(classes)} classes but num_classes is {num_classes}; make them agree"
             )
-        return shapes
+        return classes
 
 
 @dataclass(frozen=True)
@@ -101,9 +124,12 @@ class SyntheticSample:
     """(size, size), true on exactly the object's pixels."""
 
 
-def class_names(num_classes: int, shapes: list[str] | None = None) -> list[str]:
-    """The class (and folder) names, in class-index order: `shapes`, or the first `num_classes`."""
-    return list(shapes) if shapes is not None else list(SHAPES)[:num_classes]
+def class_names(
+    num_classes: int, classes: list[str] | None = None, cue: str = "texture"
+) -> list[str]:
+    """The class (and folder) names, in class-index order: `classes`, or the first `num_classes`
+    of the cue's catalogue."""
+    return list(classes) if classes is not None else list(CATALOGUES[cue])[:num_classes]
 
 
 def _generator(seed: int, *keys: int) -> np.random.Generator:
@@ -146,15 +172,25 @@ def draw_sample(config: SyntheticConfig, domain: str, index: int) -> SyntheticSa
     background = draw_background(domain, rng, size, slot, num_classes)
 
     radius = rng.uniform(*RADIUS_RANGE) * size
-    centre = rng.uniform(radius, size - radius, size=2)
+    centre = (float(rng.uniform(radius, size - radius)), float(rng.uniform(radius, size - radius)))
     angle = rng.uniform(0, 2 * np.pi)
-    shape = class_names(num_classes, config.shapes)[class_index]
-    mask = shape_mask(shape, size, tuple(centre), radius, angle)
+    name = class_names(num_classes, config.classes, config.class_cue)[class_index]
     # Hue, chroma and light-or-dark are drawn independently of the class and of the background.
-    band = OBJECT_LUMA_BANDS[int(rng.integers(len(OBJECT_LUMA_BANDS)))]
-    object_rgb = colour(rng.random(), rng.uniform(*band), rng.uniform(0, OBJECT_MAX_CHROMA))
-
-    image = np.where(mask[..., None], object_rgb, background)
+    band = int(rng.integers(len(OBJECT_LUMA_BANDS)))
+    object_rgb = colour(rng.random(), rng.uniform(*OBJECT_LUMA_BANDS[band]),
+                        rng.uniform(0, OBJECT_MAX_CHROMA))
+    if config.class_cue == "shape":
+        mask = shape_mask(name, size, centre, radius, angle)
+        image = np.where(mask[..., None], object_rgb, background)
+    else:
+        mask = shape_mask("circle", size, centre, radius, angle)
+        # The second tone from the other band: the texture is high-contrast, light on dark.
+        other = OBJECT_LUMA_BANDS[1 - band]
+        second_rgb = colour(rng.random(), rng.uniform(*other), rng.uniform(0, OBJECT_MAX_CHROMA))
+        period = rng.uniform(*TEXTURE_PERIOD_RANGE)
+        pattern = texture_pattern(name, size, centre, radius, angle, period)
+        texture = np.where(pattern[..., None], object_rgb, second_rgb)
+        image = np.where(mask[..., None], texture, background)
     return SyntheticSample(
         class_index=class_index,
         background_class=background_class,
@@ -188,7 +224,7 @@ class Synthetic(DatasetSource):
     def acquire(self, raw_dir: Path, downloads: Downloads | None = None) -> None:
         """Write `<domain>/<class>/<index:05d>.png` and its 0/255 mask under `.masks/`, offline
         (`downloads` is not used)."""
-        names = class_names(self.config.num_classes, self.config.shapes)
+        names = class_names(self.config.num_classes, self.config.classes, self.config.class_cue)
         for domain in self.config.domains:
             for index, sample in enumerate(domain_samples(self.config, domain)):
                 relpath = f"{domain}/{names[sample.class_index]}/{index:05d}.png"
