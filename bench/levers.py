@@ -1,9 +1,10 @@
 """What each speed lever buys for one ERM and one ALIGN training step on this machine, measured in
 one process against the same reference (64 px, the stock ResNet-18, fp32, one thread): the
 Grad-CAM resolution options (4x4 maps by layer4 stride 1, by a stride-1 stem, by 128 px input),
-bf16 autocast, channels-last memory, and two threads instead of one. Prints JSON.
+bf16 autocast, channels-last memory, and two threads instead of one; and torch.compile, with the
+steps a run needs to pay back its compile time. Prints JSON.
 
-    python bench/levers.py [--steps 8] [--batch 32]
+    python bench/levers.py [--steps 8] [--batch 32] [--skip-compile]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import platform
 from dataclasses import asdict, replace
 
 import torch
-from step_time import Setting, seconds_per_step
+from step_time import Setting, seconds_per_step, step_times
 
 METHODS = ("erm", "align")
 
@@ -24,6 +25,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--skip-compile", action="store_true",
+                        help="leave out torch.compile (its compilation takes a minute or more)")
     args = parser.parse_args()
     reference = Setting(batch=args.batch)
     four_by_four = replace(reference, layer4_stride=1)
@@ -52,8 +55,38 @@ def main() -> None:
         entry["align_vs_erm"] = round(entry["align"] / entry["erm"], 3)
         for method in METHODS:
             entry[method] = round(entry[method], 4)
+    torch.set_num_threads(1)
+    compiled = "skipped" if args.skip_compile else compile_payback(
+        replace(four_by_four, bf16=True, channels_last=True), args
+    )
     print(json.dumps({"cpu": platform.processor() or platform.machine(),
-                      "seconds_per_step_and_ratios": results}, indent=2))
+                      "seconds_per_step_and_ratios": results, "torch_compile": compiled},
+                     indent=2))
+
+
+def compile_payback(eager: Setting, args: argparse.Namespace) -> dict[str, dict]:
+    """torch.compile of the classifier against the same eager setting, per method: the compile
+    time (first step beyond an eager one), the step time, and the steps that pay the compile back
+    (None when a compiled step is not faster, or the method's step does not compile)."""
+    results = {}
+    for method in METHODS:
+        eager_step = seconds_per_step(method, eager, args.steps, args.warmup)
+        try:
+            first, step = step_times(method, replace(eager, compiled=True), args.steps,
+                                     args.warmup)
+        except Exception as error:  # noqa: BLE001 - a method torch.compile cannot trace
+            results[method] = {"eager": round(eager_step, 4),
+                               "error": f"{type(error).__name__}: {str(error)[:200]}"}
+            continue
+        compile_seconds = max(first - step, 0.0)
+        saving = eager_step - step
+        results[method] = {
+            "eager": round(eager_step, 4), "compiled": round(step, 4),
+            "compiled_vs_eager": round(step / eager_step, 3),
+            "compile_seconds": round(compile_seconds, 1),
+            "payback_steps": round(compile_seconds / saving) if saving > 0 else None,
+        }
+    return results
 
 
 if __name__ == "__main__":

@@ -35,10 +35,19 @@ class Setting:
     layer4_stride: int = 2
     bf16: bool = False
     channels_last: bool = False
+    compiled: bool = False  # torch.compile of the classifier's forward (inductor)
 
 
 def seconds_per_step(name: str, setting: Setting, steps: int = 10, warmup: int = 3) -> float:
     """Median wall time of one training step of method `name` under `setting`."""
+    return step_times(name, setting, steps, warmup)[1]
+
+
+def step_times(
+    name: str, setting: Setting, steps: int = 10, warmup: int = 3
+) -> tuple[float, float]:
+    """(wall time of the first step, median wall time of a step after `warmup` steps) of method
+    `name` under `setting`; the first includes any compilation."""
     params = parse_params({})
     device = pick_device()
     torch.manual_seed(0)
@@ -53,6 +62,8 @@ def seconds_per_step(name: str, setting: Setting, steps: int = 10, warmup: int =
     )
     memory_format = torch.channels_last if setting.channels_last else torch.contiguous_format
     models.classifier.to(memory_format=memory_format)
+    if setting.compiled:
+        models.classifier.compile()
     optimizers = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.modules().items()}
     size, batch_size = setting.size, setting.batch
     batch = {
@@ -77,10 +88,13 @@ def seconds_per_step(name: str, setting: Setting, steps: int = 10, warmup: int =
             optimizers[phase].step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+        if index == 0:
+            first = elapsed
         if index >= warmup:
-            timings.append(time.perf_counter() - started)
+            timings.append(elapsed)
     timings.sort()
-    return timings[len(timings) // 2]
+    return first, timings[len(timings) // 2]
 
 
 def _no_warmup(raw: dict) -> dict:

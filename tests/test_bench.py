@@ -31,12 +31,14 @@ def test_step_time_reports_every_method_against_erm():
 
 
 def test_levers_compare_every_setting_with_the_reference():
-    report = run_bench("levers.py", "--steps", "1", "--warmup", "0", "--batch", "2")
+    report = run_bench("levers.py", "--steps", "1", "--warmup", "0", "--batch", "2",
+                       "--skip-compile")
     results = report["seconds_per_step_and_ratios"]
     reference = results["reference (64 px, 2x2 CAM), 1 thread(s)"]
     assert reference["erm_vs_reference"] == 1.0
     assert any("bf16" in label for label in results)
     assert all(entry["align_vs_erm"] > 0 for entry in results.values())
+    assert report["torch_compile"] == "skipped"
 
 
 def test_loader_bench_compares_the_shard_reader_with_raw_files():

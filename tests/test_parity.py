@@ -46,8 +46,9 @@ CODE_AREAS = {
 """An area of the code -> a file in it that the probe edits (an appended comment)."""
 
 CANDIDATES: tuple[Any, ...] = (
-    0.1, 1, "x", "mean", "blur", "cuda", "center_point", "vit_l", "imagenet", "vlcs",
-    "https://example.org/other.tar.gz", ["circle", "bars"], ["gradient", "noise"], ["a"],
+    0.1, 1, "x", "mean", "blur", "cuda", "center_point", "vit_l", "imagenet", "vlcs", "shape",
+    "fp32", "cosine", "https://example.org/other.tar.gz", ["stripes", "rings"], ["circle", "bars"],
+    ["gradient", "noise"], ["a"],
     {"vlcs": {}},
 )
 """Values tried, in order, for a leaf whose own kind of change (a flipped bool, a nudged number)

@@ -25,8 +25,8 @@ class ResNetClassifier(nn.Module):
             # At 64 px the stock stem leaves a 2x2 layer4 map; a stride-1 first conv keeps 4x4.
             self.backbone.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         if layer4_stride == 1:
-            # layer4 at layer3's resolution: twice the side of the Grad-CAM map for ~1.7x the
-            # FLOPs; the weights keep their shapes, so ImageNet weights still load.
+            # layer4 at layer3's resolution: twice the side of the Grad-CAM map for ~1.4x the
+            # step time (bench/levers.py); the weights keep their shapes, ImageNet weights load.
             block = self.backbone.layer4[0]
             block.conv1.stride = (1, 1)
             block.downsample[0].stride = (1, 1)
