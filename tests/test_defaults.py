@@ -1,4 +1,4 @@
-"""The embedded default (params.yaml) and the paper's presets (configs/) say what the README says."""
+"""The embedded default (params.yaml) and the paper's presets (configs/) are what README says."""
 
 from __future__ import annotations
 
