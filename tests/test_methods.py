@@ -560,4 +560,5 @@ def test_sam_masks_come_from_their_shards_augmented_with_their_images(tiny_synth
 
     sam, truth = first_batch("m_sam"), first_batch("m_gt")
     assert sam["key"] == truth["key"] and torch.equal(sam["image"], truth["image"])
-    assert torch.allclose(sam["mask"], 1 - truth["mask"], atol=1e-6)
+    # Anti-aliased object edges are resampled in 8 bits: 255 - m and m may round one level apart.
+    assert torch.allclose(sam["mask"], 1 - truth["mask"], atol=1 / 255 + 1e-6)
