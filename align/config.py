@@ -112,10 +112,12 @@ class ModelConfig(StrictModel):
     pretrained: str = "none"
     """`none`, `imagenet` (torchvision's weights; needs the file offline) or a state-dict path."""
     small_stem: bool = False
-    """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for 4x the compute."""
+    """A stride-1 first conv: a 4x4 instead of 2x2 `layer4` map at 64 px, for about 3.6x the step
+    time (bench/levers.py)."""
     layer4_stride: Literal[1, 2] = 2
     """2: torchvision's ResNet-18; 1: `layer4` keeps layer3's resolution, doubling the side of the
-    Grad-CAM map (4x4 instead of 2x2 at 64 px) for about 1.4x the FLOPs; ImageNet weights load."""
+    Grad-CAM map (4x4 instead of 2x2 at 64 px) for about 1.4x the step time; ImageNet weights
+    still load."""
     masker_width: PositiveInt = 16
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Numerics of the forward passes in training and evaluation (bf16 autocast, weights and
