@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +53,10 @@ class Progress:
     batches_done_in_epoch: int = 0
     best_val_accuracy: float = -1.0
     best_step: int = -1
+
+
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+"""Devices where torch has a fused Adam kernel."""
 
 
 class TrainingDiverged(UserError):
@@ -105,9 +109,13 @@ class Trainer:
         identity: dict[str, Any],
         folder: Path,
         show_progress: bool = True,
+        on_validation: Callable[[Trainer, float], None] | None = None,
     ) -> None:
+        """`on_validation(trainer, accuracy)` is called after every validation (e.g. by
+        bench/curves.py to record learning curves); it must leave the models as it found them."""
         self.params, self.spec, self.identity, self.folder = params, spec, identity, folder
         self.show_progress = show_progress
+        self.on_validation = on_validation
         self.device = pick_device()
         self.bf16 = computes_in_bf16(params.model.precision, self.device)
         self.classes = read_classes(params, spec.dataset)
@@ -127,6 +135,9 @@ class Trainer:
                 module.parameters(),
                 lr=params.train.masker_lr if name == "masker" else params.train.lr,
                 weight_decay=params.train.weight_decay,
+                # One fused kernel instead of a loop of per-tensor ops: 5.5 instead of 30 ms a
+                # step for ResNet-18 on 2 CPU threads (bench/levers.py), about 10% of an ERM step.
+                fused=self.device.type in FUSED_ADAM_DEVICES,
             )
             for name, module in self.models.modules().items()
         }
@@ -266,6 +277,8 @@ class Trainer:
                 accuracy = self.validation_accuracy()
                 live.log_metric("val/accuracy", accuracy)
                 self._select(accuracy)
+                if self.on_validation is not None:
+                    self.on_validation(self, accuracy)
             live.next_step()
             if step % self.params.train.checkpoint_every == 0 or step == steps:
                 self._save_checkpoint()

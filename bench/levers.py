@@ -1,8 +1,8 @@
 """What each speed lever buys for one ERM and one ALIGN training step on this machine, measured in
 one process against the same reference (64 px, the stock ResNet-18, fp32, one thread): the
 Grad-CAM resolution options (4x4 maps by layer4 stride 1, by a stride-1 stem, by 128 px input),
-bf16 autocast, channels-last memory, and two threads instead of one; and torch.compile, with the
-steps a run needs to pay back its compile time. Prints JSON.
+bf16 autocast, channels-last memory, Adam's fused kernel, and two threads instead of one; and
+torch.compile, with the steps a run needs to pay back its compile time. Prints JSON.
 
     python bench/levers.py [--steps 8] [--batch 32] [--skip-compile]
 """
@@ -30,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     reference = Setting(batch=args.batch)
     four_by_four = replace(reference, layer4_stride=1)
+    default = replace(four_by_four, bf16=True, channels_last=True, fused_adam=True)
     settings = {
         "reference (64 px, 2x2 CAM)": reference,
         "layer4 stride 1 (4x4)": four_by_four,
@@ -39,12 +40,13 @@ def main() -> None:
         "layer4 stride 1 + channels-last": replace(four_by_four, channels_last=True),
         "layer4 stride 1 + bf16 + channels-last": replace(four_by_four, bf16=True,
                                                           channels_last=True),
+        "layer4 stride 1 + bf16 + channels-last + fused Adam (the default)": default,
     }
     results = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for label, setting in settings.items():
-            if threads == 2 and setting not in (reference, four_by_four):
+            if threads == 2 and setting not in (reference, four_by_four, default):
                 continue
             seconds = {m: seconds_per_step(m, setting, args.steps, args.warmup) for m in METHODS}
             results[f"{label}, {threads} thread(s)"] = {"setting": asdict(setting), **seconds}

@@ -36,6 +36,7 @@ class Setting:
     bf16: bool = False
     channels_last: bool = False
     compiled: bool = False  # torch.compile of the classifier's forward (inductor)
+    fused_adam: bool = False  # Adam's single fused kernel instead of its per-tensor loop
 
 
 def seconds_per_step(name: str, setting: Setting, steps: int = 10, warmup: int = 3) -> float:
@@ -64,7 +65,8 @@ def step_times(
     models.classifier.to(memory_format=memory_format)
     if setting.compiled:
         models.classifier.compile()
-    optimizers = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.modules().items()}
+    optimizers = {n: torch.optim.Adam(m.parameters(), lr=1e-4, fused=setting.fused_adam)
+                  for n, m in models.modules().items()}
     size, batch_size = setting.size, setting.batch
     batch = {
         "image": torch.randn(batch_size, 3, size, size, device=device).contiguous(
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--small-stem", action="store_true")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU or CUDA)")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fused-adam", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -117,7 +120,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = Setting(args.size, args.batch, args.small_stem, args.layer4_stride, args.bf16,
-                      args.channels_last)
+                      args.channels_last, fused_adam=args.fused_adam)
     methods = ["erm"] + [m for m in args.methods if m != "erm"]
     seconds = {m: seconds_per_step(m, setting, args.steps, args.warmup) for m in methods}
     print(

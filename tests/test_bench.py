@@ -37,6 +37,7 @@ def test_levers_compare_every_setting_with_the_reference():
     reference = results["reference (64 px, 2x2 CAM), 1 thread(s)"]
     assert reference["erm_vs_reference"] == 1.0
     assert any("bf16" in label for label in results)
+    assert any("fused Adam" in label for label in results)
     assert all(entry["align_vs_erm"] > 0 for entry in results.values())
     assert report["torch_compile"] == "skipped"
 
@@ -60,3 +61,31 @@ def test_pipeline_bench_times_every_stage_and_method(tmp_path):
     assert set(report["seconds_by_method"]) == {"erm", "align"}
     assert report["train_time_ratio_to_erm"]["erm"] == 1.0
     assert (tmp_path / "scratch" / "results" / "ood_table.csv").is_file()
+
+
+def test_curves_record_every_validation_with_ood_accuracy_and_explanation_quality(tmp_path):
+    raw = make_params(Path("data"), **TINY_SYNTHETIC).model_dump(mode="json")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    report = run_bench("curves.py", "--method", "align", "--params", str(params_file),
+                       "--set", "datasets.synthetic.spurious_p=1.0",
+                       "--scratch", str(tmp_path / "scratch"))
+    steps, every = raw["train"]["steps"], raw["train"]["eval_every"]
+    assert [point["step"] for point in report["curve"]] == list(range(every, steps + 1, every))
+    first = report["curve"][0]
+    assert set(first["ood"]) == set(raw["datasets"]["synthetic"]["domains"]) - {"gradient"}
+    assert 0 <= first["masker_iou"] <= 100 and 0 <= first["cam_inside"] <= 1
+    assert report["overrides"] == ["datasets.synthetic.spurious_p=1.0"]
+    written = next((tmp_path / "scratch").glob("data-*/raw/synthetic"))
+    assert written.is_dir()  # the data lives in the scratch folder
+
+
+def test_jobs_bench_trains_the_same_runs_both_ways(tmp_path):
+    raw = make_params(Path("data"), **TINY_SYNTHETIC).model_dump(mode="json")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    report = run_bench("jobs.py", "--params", str(params_file), "--methods", "erm",
+                       "--seeds", "0", "1", "--steps", "4", "--scratch", str(tmp_path / "s"))
+    assert report["runs"] == ["erm seed 0", "erm seed 1"] and report["steps"] == 4
+    assert report["two_jobs_speedup"] > 0
+    assert len(list((tmp_path / "s" / "runs").glob("synthetic/gradient/erm/seed*"))) == 2

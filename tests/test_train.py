@@ -184,3 +184,12 @@ def test_a_run_with_no_step_after_its_warmup_fails_clearly(tiny_synthetic, tmp_p
     # A grid that asks for such a run is refused when the parameters are loaded.
     with pytest.raises(UserError, match="grid method align warms up for 12 steps"):
         with_sections(params, grid={"methods": ["erm", "align"]})
+
+
+def test_every_optimizer_uses_the_fused_adam_kernel_on_the_cpu(tiny_synthetic, tmp_path):
+    # The fused kernel is the measured lever (bench/levers.py); a silent fallback to the per-tensor
+    # loop would cost about a tenth of every step.
+    spec = RunSpec("synthetic", "gradient", "align", 0)
+    trainer = Trainer(tiny_synthetic, spec, run_identity(tiny_synthetic, spec), tmp_path)
+    assert set(trainer.optimizers) == {"classifier", "masker"}
+    assert all(opt.defaults["fused"] for opt in trainer.optimizers.values())
