@@ -89,8 +89,8 @@ def evaluate_run(
     """Evaluate the trained run `spec` on every domain's test split; returns the JSON paths.
 
     Evaluations are stored by their identity (`align.store`): an identical one (the same run,
-    data and settings, e.g. `wo_eg`'s, which is DRE's run) is linked, not computed again, and the
-    folder `<run>/eval/` appears only complete.
+    data and settings, e.g. `align` with lambda3 = 0 and `wo_eg`) is linked, not computed again,
+    and the folder `<run>/eval/` appears only complete.
     """
     run_dir = spec.named_dir(runs_root)
     run = load_trained(run_dir, pick_device())

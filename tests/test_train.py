@@ -160,8 +160,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synthetic, t
 def test_align_never_selects_a_warmup_checkpoint_even_when_its_validation_is_best(
     tiny_synthetic, tmp_path, monkeypatch
 ):
-    # Validation is best at step 4, inside the warm-up (6 steps): that checkpoint is DRE's
-    # model, so ALIGN must select a later one (8 or 12), and ERM may select step 4.
+    # Validation is best at step 4, inside the warm-up (6 steps): that checkpoint is the
+    # w/o EG model, so ALIGN must select a later one (8 or 12), and ERM may select step 4.
     scores = {4: 0.9, 8: 0.5, 12: 0.4}
     monkeypatch.setattr(Trainer, "validation_accuracy", lambda self: scores[self.progress.step])
     align_run = train_run(tiny_synthetic, RunSpec("synthetic", "gradient", "align", 0), tmp_path,

@@ -2,8 +2,9 @@
 
 For each metric (out-of-distribution accuracy, in-distribution accuracy, sufficiency,
 comprehensiveness) and each other method (every other method of `grid.methods`, and Table 2's
-rows whose runs are configured, e.g. w/o EG read from DRE's runs), ALIGN and the method are paired
-on every configured (train domain, test domain, seed) (in-distribution: (train domain, seed)).
+rows whose runs are configured, e.g. w/o EG read from the runs of a configured method that is
+the same experiment), ALIGN and the method are paired on every configured (train domain, test
+domain, seed) (in-distribution: (train domain, seed)).
 A pair is left out only when one side has no number, and the file says how many and why.
 The difference is ALIGN minus the other method; its 95% interval is a percentile bootstrap over
 the pairs and its p-value a two-sided Wilcoxon signed-rank test (`align.report.statistics`).
