@@ -187,8 +187,8 @@ def test_a_run_with_no_step_after_its_warmup_fails_clearly(tiny_synthetic, tmp_p
 
 
 def test_every_optimizer_uses_the_fused_adam_kernel_on_the_cpu(tiny_synthetic, tmp_path):
-    # The fused kernel is the measured lever (bench/levers.py); a silent fallback to the per-tensor
-    # loop would cost about a tenth of every step.
+    # The fused kernel is a measured lever (bench/levers.py); a silent fallback to the per-tensor
+    # loop would make every step slower.
     spec = RunSpec("synthetic", "gradient", "align", 0)
     trainer = Trainer(tiny_synthetic, spec, run_identity(tiny_synthetic, spec), tmp_path)
     assert set(trainer.optimizers) == {"classifier", "masker"}
