@@ -4,9 +4,11 @@ On the run's own domain (in-distribution) it measures accuracy, AUC, ERASER suff
 comprehensiveness of the predicted class's Grad-CAM, the quality of Grad-CAM, of the run's masker
 and of SAM's masks against the ground truth (datasets with masks: IoU, Dice, pointing game, mean
 inside and outside the object), the spread of each of these maps (every dataset), a uniform
-reference (the all-ones map, the best any constant map scores against the ground truth), and the
-accuracy with the background outside each mask blurred (Sec. 4.1, Fig. 2). On every other
-domain (out of distribution, the paper's protocol: no retraining) it measures accuracy and AUC.
+reference (the all-ones map, the best any constant map scores against the ground truth), the
+share of each map's mass on the object, on the shortcut and elsewhere (datasets with both masks;
+`align.metrics.attention`), and the accuracy with the background outside each mask blurred
+(Sec. 4.1, Fig. 2). On every other domain (out of distribution, the paper's protocol: no
+retraining) it measures accuracy and AUC.
 The record also names the training step of the checkpoint it evaluated (`selected_step`).
 One JSON per (run, target domain): `<run>/eval/<target>.json`. Evaluations are stored by their
 identity (`align.store`); the `eval/` folder is removed when an evaluation starts and appears
@@ -38,7 +40,9 @@ from align.errors import UserError
 from align.explain import gradcam
 from align.identity import Identities, content_digest
 from align.masks.layout import sam_mask_root, sam_masks_available, status_file
+from align.methods.m_gray import grayscale
 from align.metrics import (
+    AttentionAccumulator,
     ClassificationAccumulator,
     FaithfulnessAccumulator,
     MaskQualityAccumulator,
@@ -133,6 +137,8 @@ def evaluate_on_domain(
     has_gt = DATASETS.get(spec.dataset).has_masks
     sam_ok, sam_reason = sam_masks_available(params, spec.dataset)
     measure_masks = in_distribution and has_gt
+    # Where each map sits (object, shortcut, elsewhere) needs the shortcut's pixels too.
+    measure_attention = measure_masks and DATASETS.get(spec.dataset).has_shortcut_masks
     device = next(run.classifier.parameters()).device
     # Forward passes in the run's training precision (`model.precision`); the measures on their
     # outputs (probabilities, map rankings) in fp32.
@@ -140,7 +146,8 @@ def evaluate_on_domain(
 
     classification = ClassificationAccumulator()
     faithful = FaithfulnessAccumulator()
-    batches = test_batches(params, spec.dataset, target, with_gt=measure_masks)
+    batches = test_batches(params, spec.dataset, target, with_gt=measure_masks,
+                           with_shortcuts=measure_attention)
     sam_batches = None
     if in_distribution and sam_ok:
         sam_batches = iter(test_batches(params, spec.dataset, target, sam=True))
@@ -153,6 +160,9 @@ def evaluate_on_domain(
     if has_gt:
         sources.append("uniform")
     quality = {name: MaskQualityAccumulator() for name in sources}
+    # The fixed targets of the guided ablations (GT, Gray) are maps that can sit somewhere too.
+    attention_sources = sources + ["gt", "gray"] if measure_attention else []
+    attention = {name: AttentionAccumulator() for name in attention_sources}
     spreads = {name: MaskSpreadAccumulator() for name in sources}
     blur_sources = ["none"] + (["gt"] if has_gt else [])
     blur_correct = dict.fromkeys(blur_sources, 0)
@@ -194,6 +204,10 @@ def evaluate_on_domain(
             spreads[name].update(source_maps)
             if has_gt:
                 quality[name].update(mask_quality(source_maps, gt))
+        if measure_attention:
+            maps_of.update(gt=gt, gray=grayscale(x).float())
+            for name, accumulator in attention.items():
+                accumulator.update(maps_of[name], gt, batch["shortcut"].to(device))
 
     summary = classification.summary()
     result: dict[str, Any] = {
@@ -211,6 +225,7 @@ def evaluate_on_domain(
         "sufficiency": None,
         "comprehensiveness": None,
         "mask_quality": {},
+        "attention": {},
         "background_blur": {},
         "unavailable": {},
         "selected_step": run.step,
@@ -229,8 +244,11 @@ def evaluate_on_domain(
         name: {**(quality[name].summary() if has_gt else {}), **spreads[name].summary()}
         for name in sources
     }
+    result["attention"] = {name: accumulator.summary() for name, accumulator in attention.items()}
     if not has_gt:
         result["unavailable"]["mask_quality"] = f"{spec.dataset} has no ground-truth masks"
+    if not measure_attention:
+        result["unavailable"]["attention"] = f"{spec.dataset} has no object and shortcut masks"
     if sam_batches is not None:
         result["background_blur"]["sam"] = 100 * sam_correct / total
     else:
@@ -241,12 +259,14 @@ def evaluate_on_domain(
 
 
 def test_batches(
-    params: Params, dataset: str, domain: str, *, with_gt: bool = False, sam: bool = False
+    params: Params, dataset: str, domain: str, *, with_gt: bool = False, sam: bool = False,
+    with_shortcuts: bool = False,
 ):
     """The test split in a fixed order; SAM's masks come in the same order as the images."""
     return make_loader(
         params, dataset, domain, "test", train=False, batch_size=params.evaluate.batch_size,
         with_masks=with_gt or sam, mask_root=sam_mask_root(params, dataset) if sam else None,
+        with_shortcuts=with_shortcuts,
     )
 
 

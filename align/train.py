@@ -3,9 +3,9 @@
 Adam on each phase's parameters, `train.steps` steps over the train shards of one (dataset,
 domain). Model selection: validation accuracy every `train.eval_every` steps, keeping the best
 checkpoint among those where the method's own objective was active (`first_selectable_step`: not
-ALIGN's warm-up, which trains DRE's objective); it never sees test data. Resume: a checkpoint
-every `train.checkpoint_every` steps (`align.checkpoint`), from which a killed run continues to
-the same final weights as an uninterrupted one.
+ALIGN's warm-up, which trains CE + lambda4 * Eq. 19 alone); it never sees test data. Resume: a
+checkpoint every `train.checkpoint_every` steps (`align.checkpoint`), from which a killed run
+continues to the same final weights as an uninterrupted one.
 
 A run is trained in the staging folder of its store entry and sealed into the store in one step
 (`align.store`); `train_run` then links it into the run's named folder.

@@ -68,6 +68,16 @@ def test_one_json_per_target_domain_with_id_only_measures(trained):
     assert "sam-masks" in own["unavailable"]["sam"]  # no SAM masks: says how to make them
     erm = read(runs_root, specs["erm"], "gradient")
     assert "masker" not in erm["mask_quality"] and "masker" in erm["unavailable"]
+    # Where each map sits: in distribution only, every map and the fixed targets, shares in %.
+    assert other["attention"] == {}
+    assert set(own["attention"]) == {"gradcam", "masker", "uniform", "gt", "gray"}
+    assert set(erm["attention"]) == {"gradcam", "uniform", "gt", "gray"}
+    for shares in own["attention"].values():
+        total = shares["object"] + shares["shortcut"] + shares["elsewhere"]
+        assert total == pytest.approx(100) or shares["num_images"] == 0
+    # The true mask is all on the object; the uniform map's shares are the regions' areas.
+    assert own["attention"]["gt"]["object"] == pytest.approx(100)
+    assert 0 < own["attention"]["uniform"]["shortcut"] < 15
 
 
 def test_the_selected_step_is_the_one_stored_in_the_model(trained):

@@ -184,6 +184,8 @@ def masked(tmp_path_factory: pytest.TempPathFactory) -> Params:
         for path, image in [
             (raw / relpath, Image.fromarray(pattern).convert("RGB")),
             (raw / ".masks" / relpath, Image.fromarray(pattern)),
+            # The shortcut: everything off the object, as the colour-background variant's.
+            (raw / ".shortcuts" / relpath, Image.fromarray(255 - pattern)),
         ]:
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
@@ -209,6 +211,21 @@ def test_augment_moves_image_and_mask_identically() -> None:
         pixels, moved = augment(image, mask, 32, geometry_only)
         assert np.array_equal(np.asarray(pixels)[..., 0], np.asarray(moved))
         assert np.asarray(moved).shape == (32, 32)
+
+
+def test_evaluation_batches_carry_the_shortcut_mask_beside_the_object_mask(
+    masked: Params,
+) -> None:
+    batches = list(make_loader(masked, "synthetic", "tiles", "test", train=False, batch_size=4,
+                               with_masks=True, with_shortcuts=True))
+    for batch in batches:
+        assert batch["shortcut"].shape == batch["mask"].shape
+        # The fixture's shortcut is everything off the object (bilinear edges aside).
+        assert torch.allclose(batch["shortcut"] + batch["mask"], torch.ones_like(batch["mask"]),
+                              atol=1 / 255)
+    with pytest.raises(ValueError, match="evaluation only"):
+        make_loader(masked, "synthetic", "tiles", "train", train=True, batch_size=4,
+                    with_masks=True, with_shortcuts=True)
 
 
 def test_loader_masks_follow_their_augmented_images(masked: Params) -> None:

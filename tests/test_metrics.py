@@ -13,11 +13,13 @@ from align.explain.masking import keep_region
 from align.metrics import (
     AOPC_FRACTIONS,
     FILLS,
+    AttentionAccumulator,
     ClassificationAccumulator,
     FaithfulnessAccumulator,
     MaskQualityAccumulator,
     MaskSpreadAccumulator,
     accuracy,
+    attention_shares,
     auc_per_class,
     blur_parameters,
     classification_summary,
@@ -325,3 +327,42 @@ def test_mask_quality_summary_has_inside_and_outside_means():
     summary = summary_of.summary()
     assert summary["inside"] == pytest.approx(100 * (0.7 + 0.0 + 0.3) / 3)
     assert summary["outside"] == pytest.approx(100 * (0.0 + 1 / 12 + 0.3) / 3)  # image 3 left out
+
+
+def test_attention_shares_against_a_hand_computed_map() -> None:
+    # A 4x4 image: the object is the bottom-right 2x2, the shortcut the top-left pixel, and one
+    # shortcut pixel on the object counts for the object (the regions partition the image).
+    object_mask = torch.zeros(1, 1, 4, 4)
+    object_mask[..., 2:, 2:] = 1
+    shortcut_mask = torch.zeros(1, 1, 4, 4)
+    shortcut_mask[..., 0, 0] = 1
+    shortcut_mask[..., 3, 3] = 1
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[..., 0, 0] = 3.0  # on the shortcut
+    maps[..., 2, 2] = 4.0  # on the object
+    maps[..., 3, 3] = 1.0  # on the object (and the shortcut mask)
+    maps[..., 0, 3] = 2.0  # elsewhere
+    shares = attention_shares(maps, object_mask, shortcut_mask)
+    assert torch.allclose(shares, torch.tensor([[5 / 10, 3 / 10, 2 / 10]]))
+    # A uniform map's shares are the regions' areas; an empty map has none.
+    uniform = attention_shares(torch.ones(1, 1, 4, 4), object_mask, shortcut_mask)
+    assert torch.allclose(uniform, torch.tensor([[4 / 16, 1 / 16, 11 / 16]]))
+    assert attention_shares(torch.zeros(1, 1, 4, 4), object_mask, shortcut_mask).isnan().all()
+
+
+def test_attention_summary_averages_images_with_mass_and_counts_the_others() -> None:
+    object_mask = torch.zeros(2, 1, 2, 2)
+    object_mask[:, :, 0, 0] = 1
+    shortcut_mask = torch.zeros(2, 1, 2, 2)
+    shortcut_mask[:, :, 1, 1] = 1
+    maps = torch.zeros(2, 1, 2, 2)
+    maps[0, 0, 0, 0] = 1.0  # all on the object; the second map is empty
+    accumulator = AttentionAccumulator()
+    accumulator.update(maps, object_mask, shortcut_mask)
+    # A coarser map is resized to the masks' size first: a constant 1x1 map is uniform.
+    accumulator.update(torch.ones(1, 1, 1, 1), object_mask[:1], shortcut_mask[:1])
+    summary = accumulator.summary()
+    assert summary["num_images"] == 2 and summary["num_no_mass"] == 1
+    assert summary["object"] == pytest.approx((100 + 25) / 2)
+    assert summary["shortcut"] == pytest.approx(25 / 2)
+    assert summary["elsewhere"] == pytest.approx(50 / 2)

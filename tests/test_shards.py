@@ -111,6 +111,8 @@ def masked_params(root: Path) -> Params:
         for path, image in [
             (raw / relpath, Image.fromarray(pattern).convert("RGB")),
             (raw / ".masks" / relpath, Image.fromarray(pattern)),
+            # The shortcut: everything off the object, as the colour-background variant's.
+            (raw / ".shortcuts" / relpath, Image.fromarray(255 - pattern)),
         ]:
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
@@ -127,7 +129,8 @@ def test_png_sources_stay_png_and_masks_are_one_channel_nearest(tmp_path: Path) 
     write_split(params, "synthetic")
     write_shards(params, "synthetic")
     folder = tmp_path / "shards" / "synthetic" / "noise"
-    assert json.loads((folder / "index.json").read_text())["has_masks"] is True
+    index = json.loads((folder / "index.json").read_text())
+    assert index["has_masks"] is index["has_shortcut_masks"] is True
     samples = [s for shard in sorted(folder.glob("*.tar")) for s in read_samples(shard)]
     assert len(samples) == 8
     for sample in samples:
@@ -136,6 +139,9 @@ def test_png_sources_stay_png_and_masks_are_one_channel_nearest(tmp_path: Path) 
         mask = Image.open(io.BytesIO(sample["mask.png"]))
         assert image.format == mask.format == "PNG" and image.size == mask.size == (10, 10)
         assert mask.mode == "L" and set(np.unique(np.asarray(mask))) <= {0, 255}
+        shortcut = Image.open(io.BytesIO(sample["shortcut.png"]))
+        assert (shortcut.format, shortcut.mode, shortcut.size) == ("PNG", "L", (10, 10))
+        assert np.array_equal(np.asarray(shortcut), 255 - np.asarray(mask))
         # Resized bilinearly (image) and by nearest neighbour (mask), they differ at most at edges.
         differ = (np.asarray(image)[..., 0] > 127) != (np.asarray(mask) > 127)
         assert differ.mean() <= 0.1

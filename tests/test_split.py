@@ -150,23 +150,27 @@ def test_masks_are_recorded_and_a_missing_mask_skips_its_image(tmp_path: Path) -
         relpath = f"gradient/{'ab'[index % 2]}/{index}.png"
         (raw / relpath).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (16, 16), (index * 40, 0, 0)).save(raw / relpath)
-        if index != 5:
-            mask = raw / ".masks" / relpath
-            mask.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("L", (16, 16), 255).save(mask)
+        # Image 5 lacks its object mask, image 4 its shortcut mask.
+        for folder, missing in ((".masks", 5), (".shortcuts", 4)):
+            if index != missing:
+                mask = raw / folder / relpath
+                mask.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (16, 16), 255).save(mask)
     params = make_params(
         tmp_path, datasets={"synthetic": {"domains": ["gradient"]}}, grid={"domains": ["gradient"]}
     )
     split_file, report_file = write_split(params, "synthetic")
     report = json.loads(report_file.read_text())
     assert report["skipped"] == [
-        {"path": "gradient/b/5.png", "reason": "mask missing: .masks/gradient/b/5.png"}
+        {"path": "gradient/a/4.png", "reason": "mask missing: .shortcuts/gradient/a/4.png"},
+        {"path": "gradient/b/5.png", "reason": "mask missing: .masks/gradient/b/5.png"},
     ]
     entries = [
         e for s in json.loads(split_file.read_text())["domains"]["gradient"].values() for e in s
     ]
-    assert len(entries) == 5
+    assert len(entries) == 4
     assert all(entry["mask"] == f".masks/{entry['path']}" for entry in entries)
+    assert all(entry["shortcut"] == f".shortcuts/{entry['path']}" for entry in entries)
 
 
 def test_missing_raw_domain_is_a_user_error(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ Sample = dict[str, Any]
 IMAGE_PARTS = (("jpg", "png"), ("cls",))
 MASK_PARTS = (("mask.png",),)
 """What every sample of an image shard, and of a mask shard, holds: one field of each group."""
+SHORTCUT_PARTS = (("shortcut.png",),)
+"""What the samples of a dataset with shortcut masks hold besides."""
 WORKER_ERROR = "__error__"
 """The key of the batch by which a worker hands a UserError to `ShardLoader`."""
 
@@ -96,7 +98,8 @@ class ShardStream(IterableDataset):
     """Batches of one split read from webdataset shards; see the module docstring for the order.
 
     Yields dicts: `image` float32 (B, 3, S, S) ImageNet-normalised, `label` int64 (B,), `key`
-    list[str], and with masks `mask` float32 (B, 1, S, S) in [0, 1].
+    list[str], with masks `mask` float32 (B, 1, S, S) in [0, 1], and with shortcut masks
+    `shortcut` of the same shape (evaluation only: the train transform moves one mask).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class ShardStream(IterableDataset):
         remedy: str,
         mask_remedy: str,
         hue_jitter: float = JITTER,
+        with_shortcuts: bool = False,
     ) -> None:
         """`shards`: (path, sample count listed in the index) of each shard, in order; `remedy`
         (and `mask_remedy`): what to run when one of them is damaged."""
@@ -123,6 +127,9 @@ class ShardStream(IterableDataset):
         self.remedy = remedy
         self.mask_remedy = mask_remedy
         self.with_masks = with_masks
+        if with_shortcuts and train:
+            raise ValueError("shortcut masks are read for evaluation only (train=False)")
+        self.with_shortcuts = with_shortcuts
         self.train = train
         self.batch_size = batch_size
         self.image_size = image_size
@@ -174,7 +181,8 @@ class ShardStream(IterableDataset):
         """The split's samples, encoded, in stored order; read from the shards on first use."""
         if self._samples is None:
             own_masks = self.with_masks and self.mask_shards is None
-            parts = IMAGE_PARTS + (MASK_PARTS if own_masks else ())
+            parts = (IMAGE_PARTS + (MASK_PARTS if own_masks else ())
+                     + (SHORTCUT_PARTS if self.with_shortcuts else ()))
             samples: list[Sample] = []
             for number, (path, count) in enumerate(self.shards):
                 found = read_shard(path, count, parts, self.remedy)
@@ -210,6 +218,10 @@ class ShardStream(IterableDataset):
         transformed = {"image": image, "label": int(sample["cls"]), "key": sample["__key__"]}
         if mask is not None:
             transformed["mask"] = mask
+        if self.with_shortcuts:
+            shortcut = decode_image(sample["shortcut.png"], "L", sample["__url__"],
+                                    sample["__key__"], self.remedy)
+            transformed["shortcut"] = resize_for_eval(shortcut, None, self.image_size)[0]
         return transformed
 
 
@@ -272,15 +284,16 @@ def collate_samples(samples: list[Sample]) -> Sample:
     """Transformed samples (PIL `image`, optional PIL `mask`, int `label`, str `key`) as a batch.
 
     Returns `image` float32 (B, 3, S, S) ImageNet-normalised, `label` int64 (B,), `key` list[str]
-    and, when the samples have masks, `mask` float32 (B, 1, S, S) in [0, 1].
+    and, when the samples have them, `mask` and `shortcut` float32 (B, 1, S, S) in [0, 1].
     """
     batch = {
         "image": to_normalized([s["image"] for s in samples]),
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
         "key": [s["key"] for s in samples],
     }
-    if "mask" in samples[0]:
-        batch["mask"] = to_pixels([s["mask"] for s in samples])
+    for name in ("mask", "shortcut"):
+        if name in samples[0]:
+            batch[name] = to_pixels([s[name] for s in samples])
     return batch
 
 
@@ -306,13 +319,15 @@ def make_loader(
     epoch: int = 0,
     with_masks: bool = False,
     mask_root: Path | None = None,
+    with_shortcuts: bool = False,
 ) -> ShardLoader:
     """A DataLoader over `dataset`'s `domain`/`split` shards, yielding dict batches.
 
     Batches: `image` float32 (B, 3, S, S) ImageNet-normalised, S = data.image_size; `label` int64
     (B,); `key` list[str]; with `with_masks`, `mask` float32 (B, 1, S, S) in [0, 1], from the image
     shards or, when `mask_root` is given, from the mask shards `<mask_root>/<domain>/*.tar` (e.g.
-    mask_root = data/masks/sam/<dataset>), which must match the image shards name for name.
+    mask_root = data/masks/sam/<dataset>), which must match the image shards name for name; with
+    `with_shortcuts` (evaluation only), `shortcut` likewise: the pixels of the spurious cue.
 
     train=True: DomainBed's augmentation, a fresh permutation per epoch, drops the last partial
     batch. train=False: resize only, stored order, keeps the last partial batch. Iterate once per
@@ -334,7 +349,9 @@ def make_loader(
                 f" (names or sample counts); {mask_remedy}"
             )
         mask_shards = [str(mask_root / domain / shard["name"]) for shard in listed["shards"]]
-    elif with_masks and not DATASETS.get(dataset).has_masks:
+    if with_shortcuts and not DATASETS.get(dataset).has_shortcut_masks:
+        raise UserError(f"dataset {dataset!r} has no shortcut masks")
+    if with_masks and mask_root is None and not DATASETS.get(dataset).has_masks:
         raise UserError(
             f"dataset {dataset!r} has no ground-truth masks; pass a mask shard tree (mask_root)"
         )
@@ -344,6 +361,7 @@ def make_loader(
         remedy=remedy,
         mask_remedy=mask_remedy,
         with_masks=with_masks,
+        with_shortcuts=with_shortcuts,
         train=train,
         batch_size=batch_size,
         image_size=params.data.image_size,

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 MASKS_DIRNAME = ".masks"
 """Ground-truth masks live in `<raw>/<dataset>/.masks/<domain>/<class>/<stem>.png`."""
+SHORTCUTS_DIRNAME = ".shortcuts"
+"""Masks of the spurious cue, where a dataset knows it, beside them under `.shortcuts/`."""
 
 
 class DatasetSource(ABC):
@@ -25,6 +27,8 @@ class DatasetSource(ABC):
 
     Config: ClassVar[type[StrictModel]]
     has_masks: ClassVar[bool] = False
+    has_shortcut_masks: ClassVar[bool] = False
+    """Whether each image also has a mask of its spurious cue (`shortcut_mask_path_for`)."""
     hue_jitter: ClassVar[float] = 0.3
     """Train-time hue jitter when `data.hue_jitter` is null: DomainBed's 0.3, unless the
     dataset's colours are what it studies."""
@@ -53,3 +57,8 @@ register_dataset = DATASETS.register
 def mask_path_for(raw_dir: Path, image_relpath: str) -> Path:
     """Where the ground-truth mask of `<domain>/<class>/<file>` is stored, if there is one."""
     return raw_dir / MASKS_DIRNAME / Path(image_relpath).with_suffix(".png")
+
+
+def shortcut_mask_path_for(raw_dir: Path, image_relpath: str) -> Path:
+    """Where the mask of the spurious cue of `<domain>/<class>/<file>` is stored, if any."""
+    return raw_dir / SHORTCUTS_DIRNAME / Path(image_relpath).with_suffix(".png")

@@ -3,11 +3,13 @@
 Layout: `<data.root>/shards/<dataset>/<domain>/<split>-NNNNNN.tar` plus `<domain>/index.json`:
 
     {"dataset": str, "domain": str, "classes": [str, ...], "store_size": int, "has_masks": bool,
+     "has_shortcut_masks": bool,
      "splits": {"train": {"samples": int, "shards": [{"name": "train-000000.tar", "samples": int}]},
                 "val": {...}, "test": {...}}}
 
 A sample holds `__key__`, `jpg` (or `png` for lossless sources), `cls` (class index), `json`
-(`{"domain", "class", "path"}`) and, for datasets with masks, `mask.png` (8-bit, one channel).
+(`{"domain", "class", "path"}`) and, for datasets with masks, `mask.png` (8-bit, one channel,
+the object) and, where the spurious cue is known, `shortcut.png` (its pixels).
 Within a split, samples are stored in an order shuffled by the split's seed, so every shard mixes
 the classes. Shards are written under a hidden temporary name and renamed when complete, and the
 index is written last, so a reader that finds the index finds every shard it lists, complete.
@@ -86,14 +88,20 @@ def _encode_sample(raw: Path, entry: dict[str, Any], domain: str, params: Params
         "cls": entry["label"],
         "json": {"domain": domain, "class": entry["class"], "path": entry["path"]},
     }
-    if entry["mask"] is not None:
-        with Image.open(raw / entry["mask"]) as source:
-            # NEAREST keeps a label mask's values; "L" makes it one 8-bit channel.
-            mask = decode_8bit(source).convert("L").resize(size, Image.Resampling.NEAREST)
-        encoded = io.BytesIO()
-        mask.save(encoded, format="PNG")
-        sample["mask.png"] = encoded.getvalue()
+    # Split files written before shortcut masks existed have no "shortcut" entry.
+    for field, name in (("mask", "mask.png"), ("shortcut", "shortcut.png")):
+        if entry.get(field) is not None:
+            sample[name] = _encode_mask(raw / entry[field], size)
     return sample
+
+
+def _encode_mask(path: Path, size: tuple[int, int]) -> bytes:
+    with Image.open(path) as source:
+        # NEAREST keeps a label mask's values; "L" makes it one 8-bit channel.
+        mask = decode_8bit(source).convert("L").resize(size, Image.Resampling.NEAREST)
+    encoded = io.BytesIO()
+    mask.save(encoded, format="PNG")
+    return encoded.getvalue()
 
 
 def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> None:
@@ -118,6 +126,7 @@ def shard_index(
         "classes": classes,
         "store_size": params.data.store_size,
         "has_masks": DATASETS.get(dataset).has_masks,
+        "has_shortcut_masks": DATASETS.get(dataset).has_shortcut_masks,
         "splits": {
             split: {
                 "samples": sum(counts),

@@ -26,7 +26,7 @@ from align.config import Params
 from align.data.acquire import raw_dir
 from align.data.images import decode_8bit
 from align.data.layout import visible_files
-from align.data.registry import DATASETS, mask_path_for
+from align.data.registry import DATASETS, mask_path_for, shortcut_mask_path_for
 from align.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -116,20 +116,23 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def check_sample(raw: Path, relpath: str, mask_relpath: str | None) -> str | None:
-    """None if the image (and its mask, when the dataset has masks) can be used, else why not."""
+def check_sample(raw: Path, relpath: str, *mask_relpaths: str | None) -> str | None:
+    """None if the image (and its masks, where the dataset has them) can be used, else why not."""
     problem = check_image(raw / relpath)
-    if problem or mask_relpath is None:
-        return problem
-    mask_file = raw / mask_relpath
-    if not mask_file.is_file():
-        return f"mask missing: {mask_relpath}"
-    problem = check_image(mask_file)
     if problem:
-        return f"mask unreadable: {problem}"
-    with Image.open(raw / relpath) as image, Image.open(mask_file) as mask:
-        if image.size != mask.size:
-            return f"mask size {mask.size} differs from image size {image.size}"
+        return problem
+    for mask_relpath in mask_relpaths:
+        if mask_relpath is None:
+            continue
+        mask_file = raw / mask_relpath
+        if not mask_file.is_file():
+            return f"mask missing: {mask_relpath}"
+        problem = check_image(mask_file)
+        if problem:
+            return f"mask unreadable: {problem}"
+        with Image.open(raw / relpath) as image, Image.open(mask_file) as mask:
+            if image.size != mask.size:
+                return f"mask size {mask.size} differs from image size {image.size}"
     return None
 
 
@@ -195,6 +198,11 @@ def build_split(params: Params, dataset: str) -> tuple[dict[str, Any], dict[str,
             return None
         return mask_path_for(raw, relpath).relative_to(raw).as_posix()
 
+    def shortcut_of(relpath: str) -> str | None:
+        if not source.has_shortcut_masks:
+            return None
+        return shortcut_mask_path_for(raw, relpath).relative_to(raw).as_posix()
+
     candidates = [
         relpath for files, _ in scanned.values() for paths in files.values() for relpath in paths
     ]
@@ -202,7 +210,12 @@ def build_split(params: Params, dataset: str) -> tuple[dict[str, Any], dict[str,
     with ThreadPoolExecutor(max_workers=params.data.decode_workers) as pool:
         problems = list(
             tqdm(
-                pool.map(lambda relpath: check_sample(raw, relpath, mask_of(relpath)), candidates),
+                pool.map(
+                    lambda relpath: check_sample(
+                        raw, relpath, mask_of(relpath), shortcut_of(relpath)
+                    ),
+                    candidates,
+                ),
                 total=len(candidates),
                 desc=f"checking {dataset} images",
                 unit="img",
@@ -239,6 +252,7 @@ def build_split(params: Params, dataset: str) -> tuple[dict[str, Any], dict[str,
                     "label": classes.index(Path(relpath).parts[1]),
                     "class": Path(relpath).parts[1],
                     "mask": mask_of(relpath),
+                    "shortcut": shortcut_of(relpath),
                 }
                 for relpath in sorted(relpaths, key=keys.__getitem__)
             ]

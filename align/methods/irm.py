@@ -9,7 +9,7 @@ Lopez-Paz, ICLR 2021): the gradient on the even samples of an environment times 
 w(step) is 1 for the first `anneal_fraction` of the run's `train.steps` and `penalty_weight` after.
 DomainBed's defaults are 1e2 after 500 steps (`irm_penalty_anneal_iters`) of its 5000: a tenth of
 the run, which is our default fraction. A fixed 500 would never be reached in a default run
-(`train.steps` 300 on the CPU), so the anneal is tied to the run's length instead.
+(`train.steps` is 150 in the embedded default), so the anneal is tied to the run's length instead.
 
 Environments. The paper trains on one domain, where IRM has a single environment and its penalty
 means little. Here each batch is split into two random halves, one environment each, drawn from

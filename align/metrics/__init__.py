@@ -1,5 +1,7 @@
-"""Evaluation metrics: accuracy and AUC, ERASER sufficiency and comprehensiveness, mask quality."""
+"""Evaluation metrics: accuracy and AUC, ERASER sufficiency and comprehensiveness, mask quality,
+and where a map sits (object, shortcut, elsewhere)."""
 
+from align.metrics.attention import AttentionAccumulator, attention_shares
 from align.metrics.classification import (
     ClassificationAccumulator,
     ClassificationSummary,
@@ -33,6 +35,7 @@ from align.metrics.mask_quality import (
 
 __all__ = [
     "AOPC_FRACTIONS",
+    "AttentionAccumulator",
     "FILLS",
     "ClassificationAccumulator",
     "ClassificationSummary",
@@ -42,6 +45,7 @@ __all__ = [
     "MaskQualityAccumulator",
     "MaskSpreadAccumulator",
     "accuracy",
+    "attention_shares",
     "auc_per_class",
     "blur_parameters",
     "classification_summary",

@@ -6,11 +6,21 @@ inside a disk (the default) or a one-tone silhouette (`shape`). With textures ev
 same outline, so removing the object from the image (as ALIGN's masker does, painting it black)
 removes its class too; a silhouette would survive as the outline of the hole.
 
-The background's hue is a colour slot; inside a domain, class c gets slot
+The spurious cue is a colour slot; inside a domain, class c gets slot
 `colour_mapping(config)[domain][c]` with probability `spurious_p` and another class's slot
 otherwise. Domains map classes to slots by different permutations, so a classifier that reads the
-background colour is right in its own domain and wrong in the others, while the object means the
-same class everywhere.
+cue is right in its own domain and wrong in the others, while the object means the same class
+everywhere. Where the cue lives is `shortcut`:
+
+- `decoy` (the default): a small square of the slot's colour in the top-left corner, inside a
+  corner square (`decoy_cell`) that objects never enter, so that at the Grad-CAM resolution the
+  decoy and the object never share a cell; the background's colour slot is drawn at random and
+  carries no class information. A loss on where an explanation sits can tell the two apart.
+- `background`: the background's hue is the slot, so the cue is in every Grad-CAM cell, the
+  object's included. Kept as the README's negative result: no spatial guidance can separate it.
+
+Every sample has two ground-truth masks: the object, and the shortcut (the decoy square, or every
+pixel off the object for `background`).
 
 Every image is drawn from its own generator seeded by (seed, domain, index): a domain, or one
 image, can be drawn alone and comes out byte-identical.
@@ -30,7 +40,12 @@ from PIL import Image
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from align.data.download import Downloads
-from align.data.registry import DatasetSource, mask_path_for, register_dataset
+from align.data.registry import (
+    DatasetSource,
+    mask_path_for,
+    register_dataset,
+    shortcut_mask_path_for,
+)
 from align.data.synthetic_draw import (
     CLASS_TEXTURES,
     SHAPES,
@@ -50,6 +65,9 @@ OBJECT_LUMA_BANDS = ((0.04, 0.17), (0.82, 0.95))
 OBJECT_MAX_CHROMA = 0.25
 # Period of a class texture, in units of the object's radius: two to three periods across it.
 TEXTURE_PERIOD_RANGE = (0.3, 0.45)
+# The decoy is lighter than any background (luma 0.3-0.6) and darker than light objects.
+DECOY_LUMA = 0.7
+DECOY_CHROMA = 0.6
 CATALOGUES = {"texture": CLASS_TEXTURES, "shape": SHAPES}
 # A fixed zlib level, and PIL writes no time or text chunks: the PNG bytes depend on pixels alone.
 PNG_COMPRESS_LEVEL = 6
@@ -68,6 +86,13 @@ class SyntheticConfig(StrictModel):
     spurious_p: float = Field(0.8, ge=0, le=1)
     """Probability that the background colour agrees with the class (the spurious cue)."""
     seed: int = 0
+    shortcut: Literal["decoy", "background"] = "decoy"
+    """Where the spurious colour cue lives: a corner decoy square, or the whole background."""
+    decoy_cell: float = Field(0.25, gt=0, le=0.4)
+    """Side of the top-left square kept for the decoy (objects never enter it), as a fraction of
+    the image side: 0.25 is one cell of the 4x4 Grad-CAM at 64 px (`model.layer4_stride: 1`)."""
+    decoy_size: float = Field(0.75, gt=0, le=1)
+    """The decoy's side as a fraction of `decoy_cell`, centred in it (12 px of 16 at 64 px)."""
     class_cue: Literal["texture", "shape"] = "texture"
     """What tells the classes apart: the texture inside a disk (`CLASS_TEXTURES`) or the object's
     silhouette (`SHAPES`)."""
@@ -116,12 +141,14 @@ class SyntheticSample:
     """One generated image with its ground truth."""
 
     class_index: int
-    background_class: int
-    """The class whose colour slot painted the background; class_index when the cue agrees."""
+    cue_class: int
+    """The class whose colour slot painted the spurious cue; class_index when the cue agrees."""
     image: npt.NDArray[np.uint8]
     """(size, size, 3) RGB."""
     mask: npt.NDArray[np.bool_]
     """(size, size), true on exactly the object's pixels."""
+    shortcut: npt.NDArray[np.bool_]
+    """(size, size), true on exactly the spurious cue's pixels (the decoy, or the background)."""
 
 
 def class_names(
@@ -160,19 +187,53 @@ def colour_mapping(config: SyntheticConfig) -> dict[str, tuple[int, ...]]:
     return {domain: mapping[domain] for domain in config.domains}
 
 
+def decoy_box(config: SyntheticConfig) -> tuple[int, int, int]:
+    """(cell, start, stop) in pixels: objects stay out of [0, cell)^2 and the decoy fills
+    [start, stop)^2, centred in it."""
+    cell = max(1, round(config.decoy_cell * config.image_size))
+    side = max(1, round(config.decoy_size * cell))
+    start = (cell - side) // 2
+    return cell, start, start + side
+
+
+# Tries at an object position clear of the decoy's cell before the radius is shrunk.
+_PLACEMENT_TRIES = 64
+
+
+def _place_object(
+    config: SyntheticConfig, rng: np.random.Generator
+) -> tuple[float, tuple[float, float]]:
+    """(radius, centre) of an object inside the image; with a decoy, at least one radius (every
+    shape fits inside it) away from the decoy's corner square."""
+    size = config.image_size
+    radius = rng.uniform(*RADIUS_RANGE) * size
+    while True:
+        for _ in range(_PLACEMENT_TRIES):
+            centre = (float(rng.uniform(radius, size - radius)),
+                      float(rng.uniform(radius, size - radius)))
+            if config.shortcut != "decoy":
+                return radius, centre
+            cell = decoy_box(config)[0]
+            if np.hypot(max(centre[0] - cell, 0.0), max(centre[1] - cell, 0.0)) > radius + 1:
+                return radius, centre
+        radius *= 0.9
+
+
 def draw_sample(config: SyntheticConfig, domain: str, index: int) -> SyntheticSample:
     """Image `index` of `domain`: class index % num_classes, so classes are balanced round-robin."""
     num_classes, size = config.num_classes, config.image_size
     rng = _generator(config.seed, _IMAGE_STREAM, BACKGROUND_FAMILIES.index(domain), index)
     class_index = index % num_classes
-    background_class = class_index
+    cue_class = class_index
     if rng.random() >= config.spurious_p:
-        background_class = (class_index + int(rng.integers(1, num_classes))) % num_classes
-    slot = _mapping(config.seed, num_classes)[domain][background_class]
+        cue_class = (class_index + int(rng.integers(1, num_classes))) % num_classes
+    cue_slot = _mapping(config.seed, num_classes)[domain][cue_class]
+    decoy = config.shortcut == "decoy"
+    # With a decoy the background's slot is drawn independently of the class: no information.
+    slot = int(rng.integers(num_classes)) if decoy else cue_slot
     background = draw_background(domain, rng, size, slot, num_classes)
 
-    radius = rng.uniform(*RADIUS_RANGE) * size
-    centre = (float(rng.uniform(radius, size - radius)), float(rng.uniform(radius, size - radius)))
+    radius, centre = _place_object(config, rng)
     angle = rng.uniform(0, 2 * np.pi)
     name = class_names(num_classes, config.classes, config.class_cue)[class_index]
     # Hue, chroma and light-or-dark are drawn independently of the class and of the background.
@@ -191,12 +252,26 @@ def draw_sample(config: SyntheticConfig, domain: str, index: int) -> SyntheticSa
         pattern = texture_pattern(name, size, centre, radius, angle, period)
         texture = np.where(pattern[..., None], object_rgb, second_rgb)
         image = np.where(mask[..., None], texture, background)
+    if decoy:
+        _, start, stop = decoy_box(config)
+        shortcut = np.zeros((size, size), dtype=bool)
+        shortcut[start:stop, start:stop] = True
+        image = np.where(shortcut[..., None], decoy_colour(cue_slot, num_classes), image)
+    else:
+        shortcut = ~mask
     return SyntheticSample(
         class_index=class_index,
-        background_class=background_class,
+        cue_class=cue_class,
         image=np.rint(image * 255).astype(np.uint8),
         mask=mask,
+        shortcut=shortcut,
     )
+
+
+def decoy_colour(slot: int, num_slots: int) -> npt.NDArray[np.float64]:
+    """RGB (3,) of a decoy in colour slot `slot`: the slot's hue, saturated and lighter than every
+    background, the same in every domain (only the class-to-slot mapping changes)."""
+    return colour(slot / num_slots, DECOY_LUMA, DECOY_CHROMA)
 
 
 def domain_samples(config: SyntheticConfig, domain: str) -> Iterator[SyntheticSample]:
@@ -214,6 +289,7 @@ def _write_png(pixels: npt.NDArray[np.uint8], path: Path) -> None:
 class Synthetic(DatasetSource):
     Config = SyntheticConfig
     has_masks = True
+    has_shortcut_masks = True
     # DomainBed's hue jitter (0.3 of the colour circle) would scramble the background colour slots
     # whose spurious agreement with the class is the point of this dataset.
     hue_jitter = 0.0
@@ -222,11 +298,13 @@ class Synthetic(DatasetSource):
         return list(self.config.domains)
 
     def acquire(self, raw_dir: Path, downloads: Downloads | None = None) -> None:
-        """Write `<domain>/<class>/<index:05d>.png` and its 0/255 mask under `.masks/`, offline
-        (`downloads` is not used)."""
+        """Write `<domain>/<class>/<index:05d>.png`, its 0/255 object mask under `.masks/` and
+        its shortcut mask under `.shortcuts/`, offline (`downloads` is not used)."""
         names = class_names(self.config.num_classes, self.config.classes, self.config.class_cue)
         for domain in self.config.domains:
             for index, sample in enumerate(domain_samples(self.config, domain)):
                 relpath = f"{domain}/{names[sample.class_index]}/{index:05d}.png"
                 _write_png(sample.image, raw_dir / relpath)
                 _write_png(sample.mask.astype(np.uint8) * 255, mask_path_for(raw_dir, relpath))
+                _write_png(sample.shortcut.astype(np.uint8) * 255,
+                           shortcut_mask_path_for(raw_dir, relpath))
