@@ -21,11 +21,12 @@ from align.config import Params
 from align.device import pick_device
 from align.provenance import provenance
 from align.report import write_report
-from align.report.collect import collect_evaluations
+from align.report.collect import collect_evaluations, measurements_csv
 from align.report.examples import first_test_images, masker_masks
 from align.report.figures import mask_gallery_figure, mask_label
 from align.report.tables import (
     ablation_table,
+    attention_table,
     id_table,
     mask_quality_table,
     ood_table,
@@ -43,25 +44,27 @@ SAM_REASON = "SAM checkpoint not provided (set sam.checkpoint)"
 STAMP = {"git_commit": "abc123", "params_hash": "1a2b3c4d"}
 
 
-FIRST_SELECTABLE = {"erm": 1, "dre": 1, "align": 101, "m_gray": 101}
+FIRST_SELECTABLE = {"erm": 1, "dre": 1, "align": 101, "m_gray": 101, "m_gt": 101}
 
 
 def selected_step(method: str, seed: int) -> int:
     """The checkpoint step a fixture run kept: different per method and seed."""
-    return {"erm": 300, "align": 250, "m_gray": 200, "dre": 150}[method] - 10 * seed
+    return {"erm": 300, "align": 250, "m_gray": 200, "dre": 150, "m_gt": 350}[method] - 10 * seed
 
 
 def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, Any]:
     """An evaluate-stage record with known numbers: ERM is the most accurate, ALIGN has the
-    lowest sufficiency; every number moves by the seed, so the std over seeds 0 and 1 is known."""
-    base = {"erm": 80.0, "align": 70.0, "m_gray": 60.0, "dre": 50.0}[method]
+    lowest sufficiency (the oracle m-GT aside, the most accurate out of distribution); every
+    number moves by the seed, so the std over seeds 0 and 1 is known."""
+    base = {"erm": 80.0, "align": 70.0, "m_gray": 60.0, "dre": 50.0, "m_gt": 95.0}[method]
     in_distribution = train == target
     record: dict[str, Any] = {
         "dataset": "synthetic", "train_domain": train, "method": method, "seed": seed,
         "target_domain": target, "in_distribution": in_distribution, "split": "test",
         "accuracy": base + 5 * in_distribution + 2 * seed, "auc": 90.0 + seed, "auc_note": "",
         "num_samples": 24, "sufficiency": None, "comprehensiveness": None,
-        "mask_quality": {}, "background_blur": {}, "unavailable": {"sam": SAM_REASON},
+        "mask_quality": {}, "attention": {}, "background_blur": {},
+        "unavailable": {"sam": SAM_REASON},
         "git_commit": "eval-commit", "params_hash": "evalhash",
         "selected_step": selected_step(method, seed),
     }
@@ -76,6 +79,14 @@ def eval_record(method: str, train: str, seed: int, target: str) -> dict[str, An
             "outside": 100.0, "spread": 0.0, "mean_value": 100.0,
         }}
         record["background_blur"] = {"none": record["accuracy"], "gt": record["accuracy"] + 3}
+        # Grad-CAM on the shortcut by the method (ERM 50%, ALIGN 20%), and the seed.
+        on_shortcut = {"erm": 50.0, "align": 20.0}.get(method, 30.0) + seed
+        record["attention"] = {
+            "gradcam": {"object": 40.0, "shortcut": on_shortcut, "elsewhere": 60.0 - on_shortcut,
+                        "num_images": 24, "num_no_mass": 0},
+            "uniform": {"object": 20.0, "shortcut": 5.0, "elsewhere": 75.0, "num_images": 24,
+                        "num_no_mass": 0},
+        }
         if method == "align":
             record["mask_quality"]["masker"] = {**quality, "iou": 40.0 + seed, "inside": 70.0,
                                                 "outside": 20.0, "spread": 30.0 + seed}
@@ -145,6 +156,30 @@ def ci(*values: float) -> str:
     return f"{mean:.2f} ± {(high - low) / 2:.2f}"
 
 
+def csv_cells(text: str) -> dict[tuple[str, ...], dict[str, str]]:
+    """A table CSV's rows (one per cell) by (index labels..., column key)."""
+    rows = read_csv(text)
+    index = list(rows[0])[:list(rows[0]).index("column")] if rows else []
+    return {(*(row[key] for key in index), row["column"]): row for row in rows}
+
+
+def assert_cell(row: dict[str, str], *values: float, configured: int | None = None) -> None:
+    """A CSV cell holds numbers: the mean over `values`, the ends of scipy's 95% t interval
+    (empty for one value), the number of values and of configured seeds, and no `±` text."""
+    mean = float(np.mean(values))
+    assert float(row["mean"]) == pytest.approx(mean, rel=1e-5)
+    if len(values) == 1:
+        assert (row["ci_low"], row["ci_high"]) == ("", "")
+    else:
+        spread = float(np.std(values)) > 0
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=mean,
+                                     scale=stats.sem(values)) if spread else (mean, mean)
+        assert float(row["ci_low"]) == pytest.approx(low, rel=1e-5, abs=1e-9)
+        assert float(row["ci_high"]) == pytest.approx(high, rel=1e-5, abs=1e-9)
+    assert (row["n"], row["n_configured"]) == (str(len(values)), str(configured or len(values)))
+    assert "±" not in "".join(row.values())
+
+
 def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
     _, evaluations = grid
     table = id_table(evaluations)
@@ -152,14 +187,21 @@ def test_id_table_has_a_row_per_method_and_a_column_per_domain_and_metric(grid):
     expected_columns = [f"{d}/{m}" for d in DOMAINS for m in metrics]
     assert [c.key for c in table.columns] == expected_columns
     rows = read_csv(to_csv(table, STAMP))
-    assert [row["Method"] for row in rows] == ["ERM", "ALIGN"]  # m_gray belongs to Table 2
-    assert list(rows[0]) == ["Method", *expected_columns, "selected_steps", "git_commit",
+    assert list(rows[0]) == ["Method", "column", "mean", "ci_low", "ci_high", "n",
+                             "n_configured", "note", "selected_steps", "git_commit",
                              "params_hash"]
-    erm, align = rows
-    assert erm["gradient/Acc"] == f"{ci(85, 87)} (n=2)"
-    assert align["gradient/Suff"] == f"{ci(10, 11)} (n=2)"
-    assert "not evaluated" in align["noise/Acc"]
-    assert "synthetic/noise/align/seed1/eval/noise.json" in align["noise/Acc"]
+    # A row per cell: m_gray belongs to Table 2.
+    assert [(row["Method"], row["column"]) for row in rows] == [
+        (method, column) for method in ("ERM", "ALIGN") for column in expected_columns
+    ]
+    cells = csv_cells(to_csv(table, STAMP))
+    assert_cell(cells[("ERM", "gradient/Acc")], 85, 87)
+    assert_cell(cells[("ALIGN", "gradient/Suff")], 10, 11)
+    missing = cells[("ALIGN", "noise/Acc")]
+    assert (missing["mean"], missing["n"], missing["n_configured"]) == ("", "0", "2")
+    assert "not evaluated" in missing["note"]
+    assert "synthetic/noise/align/seed1/eval/noise.json" in missing["note"]
+    assert cells[("ERM", "gradient/Acc")]["note"] == ""
     assert {row["git_commit"] for row in rows} == {"abc123"}
     assert table_metrics(table)["erm"]["gradient/Acc"] == 86.0
     assert "noise/Acc" not in table_metrics(table)["align"]  # no number, no metric
@@ -189,8 +231,8 @@ def test_tables_show_the_checkpoint_step_each_run_selected(grid):
     # ALIGN on noise was never evaluated: its steps come from the runs' metrics.json.
     assert steps["ALIGN"] == ["ALIGN", "101", "250, 240", "250, 240"]
     assert "seeds 0, 1 in that order" in markdown
-    rows = read_csv(to_csv(table, STAMP))
-    assert rows[1]["selected_steps"] == (
+    rows = csv_cells(to_csv(table, STAMP))
+    assert rows[("ALIGN", "gradient/Acc")]["selected_steps"] == (
         "gradient: 250, 240 (seeds 0, 1; selectable from 101);"
         " noise: 250, 240 (seeds 0, 1; selectable from 101)"
     )
@@ -210,13 +252,15 @@ def test_a_step_is_unknown_without_an_eval_record_or_metrics_json(grid):
 def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):
     _, evaluations = grid
     table = ood_table(evaluations)
-    rows = read_csv(to_csv(table, STAMP))
-    assert [(r["Train on"], r["Test on"]) for r in rows] == [("gradient", "noise"),
-                                                            ("noise", "gradient")]
+    rows = csv_cells(to_csv(table, STAMP))
+    assert list(rows) == [("gradient", "noise", "ERM"), ("gradient", "noise", "ALIGN"),
+                          ("noise", "gradient", "ERM"), ("noise", "gradient", "ALIGN")]
     assert [c.key for c in table.columns] == ["ERM", "ALIGN"]
-    assert rows[0]["ERM"] == f"{ci(80, 82)} (n=2)"
-    assert rows[1]["ERM"] == "80.00 (n=1 of 2, no interval)"  # seed 1 was not evaluated
-    assert "not evaluated" in rows[1]["ALIGN"]
+    assert_cell(rows[("gradient", "noise", "ERM")], 80, 82)
+    # Seed 1 was not evaluated: one seed, no interval, and why.
+    assert_cell(rows[("noise", "gradient", "ERM")], 80, configured=2)
+    assert "not evaluated" in rows[("noise", "gradient", "ERM")]["note"]
+    assert "not evaluated" in rows[("noise", "gradient", "ALIGN")]["note"]
     markdown = markdown_rows(to_markdown(table, STAMP))
     assert markdown["gradient"][2] == f"**{ci(80, 82)}** (n=2)"
     assert markdown["gradient"][3] == f"{ci(70, 72)} (n=2)"
@@ -225,13 +269,15 @@ def test_ood_table_has_a_row_per_domain_pair_and_bolds_the_best_method(grid):
 
 def test_ablation_rows_say_why_they_are_missing(grid):
     _, evaluations = grid
-    rows = read_csv(to_csv(ablation_table(evaluations), STAMP))
-    by_method = {row["Method"]: row for row in rows}
-    assert list(by_method) == ["w/o EG", "m-SAM", "m-Gray", "m-GT", "ALIGN"]
-    assert by_method["w/o EG"]["gradient/Acc"] == "wo_eg not in grid.methods"
-    assert by_method["m-SAM"]["gradient/Acc"].startswith("m_sam not in grid.methods (")
-    assert "SAM" in by_method["m-SAM"]["gradient/Acc"]
-    assert by_method["m-Gray"]["gradient/Acc"] == f"{ci(65, 67)} (n=2)"
+    rows = csv_cells(to_csv(ablation_table(evaluations), STAMP))
+    assert list(dict.fromkeys(method for method, _ in rows)) == [
+        "w/o EG", "m-SAM", "m-Gray", "m-GT", "ALIGN"
+    ]
+    assert rows[("w/o EG", "gradient/Acc")]["note"] == "wo_eg not in grid.methods"
+    assert rows[("w/o EG", "gradient/Acc")]["mean"] == ""
+    assert rows[("m-SAM", "gradient/Acc")]["note"].startswith("m_sam not in grid.methods (")
+    assert "SAM" in rows[("m-SAM", "gradient/Acc")]["note"]
+    assert_cell(rows[("m-Gray", "gradient/Acc")], 65, 67)
 
 
 def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_its_runs(tmp_path):
@@ -239,7 +285,7 @@ def test_an_ablation_that_is_the_same_experiment_as_a_configured_method_reads_it
     params = with_sections(grid_params(tmp_path, ["m_gray"], [0]), **unguided)
     write_evals(tmp_path / "runs", ["m_gray"], [0])
     table = ablation_table(collect_evaluations(params, tmp_path / "runs"))
-    assert read_csv(to_csv(table, STAMP))[0]["gradient/Acc"] == "65.00 (n=1, no interval)"
+    assert_cell(csv_cells(to_csv(table, STAMP))[("w/o EG", "gradient/Acc")], 65)
     assert "same experiment as m-Gray" in to_markdown(table, STAMP)
 
 
@@ -248,16 +294,17 @@ def test_mask_quality_table_has_masker_uniform_reference_sam_and_each_methods_gr
     table = mask_quality_table(evaluations)
     metrics = ("IoU", "Dice", "Pointing", "Inside", "Outside", "Spread")
     assert [c.key for c in table.columns] == [f"{d}/{m}" for d in DOMAINS for m in metrics]
-    rows = {row["Mask"]: row for row in read_csv(to_csv(table, STAMP))}
-    assert list(rows) == ["Masker (ALIGN)", "Uniform mask (all ones)", "SAM", "Grad-CAM (ERM)",
-                          "Grad-CAM (ALIGN)", "Grad-CAM (m-Gray)"]
-    masker, uniform = rows["Masker (ALIGN)"], rows["Uniform mask (all ones)"]
-    assert masker["gradient/IoU"] == f"{ci(40, 41)} (n=2)"
-    assert masker["gradient/Spread"] == f"{ci(30, 31)} (n=2)"
-    assert uniform["gradient/Spread"] == "0.00 ± 0.00 (n=2)"
-    assert uniform["gradient/IoU"] == "12.00 ± 0.00 (n=2)"
-    assert rows["SAM"]["gradient/IoU"] == SAM_REASON
-    assert rows["Grad-CAM (ERM)"]["gradient/Dice"] == "25.00 ± 0.00 (n=2)"
+    rows = csv_cells(to_csv(table, STAMP))
+    assert list(dict.fromkeys(mask for mask, _ in rows)) == [
+        "Masker (ALIGN)", "Uniform mask (all ones)", "SAM", "Grad-CAM (ERM)",
+        "Grad-CAM (ALIGN)", "Grad-CAM (m-Gray)",
+    ]
+    assert_cell(rows[("Masker (ALIGN)", "gradient/IoU")], 40, 41)
+    assert_cell(rows[("Masker (ALIGN)", "gradient/Spread")], 30, 31)
+    assert_cell(rows[("Uniform mask (all ones)", "gradient/Spread")], 0, 0)
+    assert_cell(rows[("Uniform mask (all ones)", "gradient/IoU")], 12, 12)
+    assert rows[("SAM", "gradient/IoU")]["note"] == SAM_REASON
+    assert_cell(rows[("Grad-CAM (ERM)", "gradient/Dice")], 25, 25)
     # Inside, outside and spread are descriptive: the all-ones map's inside of 100 is not bold.
     markdown = markdown_rows(to_markdown(table, STAMP))
     header = markdown["Mask"]
@@ -292,7 +339,7 @@ def test_report_writes_every_table_and_records_provenance(report):
     params, _, results, written = report
     stamp = provenance(params)
     names = {path.relative_to(results).as_posix() for path in written}
-    for table in ("id_table", "ablation_table", "ood_table", "mask_quality"):
+    for table in ("id_table", "ablation_table", "ood_table", "mask_quality", "attention"):
         assert {f"{table}.csv", f"{table}.md"} <= names
         rows = read_csv((results / f"{table}.csv").read_text())
         assert {(r["git_commit"], r["params_hash"]) for r in rows} == {
@@ -317,26 +364,71 @@ def test_report_writes_every_table_and_records_provenance(report):
 def test_report_writes_the_verdict_and_the_headline_metrics(report):
     params, _, results, written = report
     names = {path.relative_to(results).as_posix() for path in written}
-    assert {"verdict.md", "verdict.csv"} <= names
+    assert {"verdict.md", "verdict.csv", "measurements.csv"} <= names
     rows = read_csv((results / "verdict.csv").read_text())
-    # ALIGN against ERM on 4 metrics; one seed: 2 OOD pairs (gradient <-> noise), 2 ID pairs.
-    assert [(row["metric"], row["method"]) for row in rows] == [
-        ("ood_accuracy", "erm"), ("id_accuracy", "erm"), ("sufficiency", "erm"),
-        ("comprehensiveness", "erm"),
+    # The positive control (its oracle is not configured), then ALIGN against ERM on 4 metrics;
+    # one seed: 2 trained models (one per train domain) for each.
+    assert [(row["comparison"], row["metric"], row["method"]) for row in rows] == [
+        ("control", "ood_accuracy", "erm"), ("align_vs", "ood_accuracy", "erm"),
+        ("align_vs", "id_accuracy", "erm"), ("align_vs", "sufficiency", "erm"),
+        ("align_vs", "comprehensiveness", "erm"),
     ]
-    assert {(row["n_pairs"], row["configured_pairs"]) for row in rows} == {("2", "2")}
-    assert {row["verdict"] for row in rows} == {"too_few_pairs"}
+    control, *versus = rows
+    assert (control["reference"], control["verdict"], control["n_units"]) == (
+        "m_gt", "not_configured", "0"
+    )
+    assert {(row["n_units"], row["configured_units"]) for row in versus} == {("2", "2")}
+    assert {row["verdict"] for row in versus} == {"too_few_units"}
     assert {row["params_hash"] for row in rows} == {provenance(params)["params_hash"]}
     markdown = (results / "verdict.md").read_text()
-    assert "Too few pairs (2) to detect a difference between ALIGN and ERM" in markdown
+    assert markdown.index("## Positive control: m-GT vs ERM") < markdown.index("## Out-of")
+    assert "There is no positive control (m-GT: m_gt not in grid.methods" in markdown
+    assert "Too few trained models (2) to detect a difference between ALIGN and ERM" in markdown
     assert provenance(params)["git_commit"] in markdown
     headline = json.loads((results / "metrics.json").read_text())["headline"]
     assert headline["ood_accuracy"] == {"erm": 80.0, "align": 70.0}
-    erm = headline["align_vs"]["erm"]
-    assert {key: erm[key] for key in ("ood_accuracy_diff", "ci_low", "ci_high", "n_pairs")} == {
-        "ood_accuracy_diff": -10.0, "ci_low": -10.0, "ci_high": -10.0, "n_pairs": 2,
+    # Every unit 10 points below: no spread, so the t-test's p is its limit, 0.
+    assert headline["align_vs"]["erm"] == {
+        "ood_accuracy_diff": -10.0, "ci_low": -10.0, "ci_high": -10.0, "p_t": 0.0,
+        "p_t_holm": 0.0, "n_units": 2,
     }
-    assert erm["p_value"] == pytest.approx(stats.wilcoxon([-10.0, -10.0]).pvalue)
+    assert headline["positive_control"] == {"oracle": "m_gt", "baseline": "erm", "n_units": 0,
+                                            "holds": 0}
+    assert (results / "synthetic" / "measurements.csv").read_text() == (
+        results / "measurements.csv"
+    ).read_text()
+
+
+def test_measurements_are_every_number_of_every_eval_record_in_long_form(grid):
+    _, evaluations = grid
+    rows = read_csv(measurements_csv(evaluations, STAMP))
+    assert list(rows[0]) == ["method", "train_domain", "target_domain", "seed",
+                             "in_distribution", "metric", "value", "git_commit", "params_hash"]
+    by = {(r["method"], r["train_domain"], r["target_domain"], r["seed"], r["metric"]): r
+          for r in rows}
+    assert len(by) == len(rows)  # one row per (run, target domain, metric)
+    assert by[("erm", "gradient", "noise", "1", "accuracy")]["value"] == "82"
+    assert by[("erm", "gradient", "noise", "1", "accuracy")]["in_distribution"] == "False"
+    assert by[("align", "gradient", "gradient", "0", "sufficiency")]["value"] == "10"
+    assert by[("align", "gradient", "gradient", "1", "mask_quality.masker.iou")]["value"] == "41"
+    assert by[("erm", "noise", "noise", "0", "mask_quality.uniform.inside")]["value"] == "100"
+    assert by[("erm", "noise", "noise", "0", "background_blur.gt")]["value"] == "88"
+    assert by[("erm", "noise", "noise", "1", "attention.gradcam.shortcut")]["value"] == "51"
+    metrics = {r["metric"] for r in rows}
+    assert {"auc", "comprehensiveness", "mask_quality.gradcam.pointing_game"} <= metrics
+    assert not [m for m in metrics if "num_" in m]  # counts are not measurements
+    # Out of distribution only accuracy and AUC are measured; a run never evaluated has no row.
+    assert {r["metric"] for r in rows if r["in_distribution"] == "False"} == {"accuracy", "auc"}
+    assert not [r for r in rows if (r["method"], r["train_domain"]) == ("align", "noise")]
+    assert {r["git_commit"] for r in rows} == {"abc123"}
+
+
+def test_measurements_hold_a_stand_in_s_runs_once(tmp_path):
+    params = with_sections(grid_params(tmp_path, ["m_gray"], [0]),
+                           methods={"m_gray": {"lambda3": 0}})  # w/o EG reads m-Gray's runs
+    write_evals(tmp_path / "runs", ["m_gray"], [0])
+    rows = read_csv(measurements_csv(collect_evaluations(params, tmp_path / "runs"), STAMP))
+    assert {r["method"] for r in rows} == {"m_gray"}
 
 
 @pytest.mark.parametrize(
@@ -346,6 +438,9 @@ def test_report_writes_the_verdict_and_the_headline_metrics(report):
         ("fig4_case_study.png", (3 * 450, 2 * 525 + 75)),  # image + 2 methods; 2 domains
         ("fig5_mask_gallery.png", (4 * 450, 4 * 525 + 75)),  # 4 columns; 2 domains x 2 images
         ("fig2_mask_quality.png", (2 * 600, 1050)),  # 2 domain panels of 2 in; 3.5 in high
+        # 2.5 in + 2.25 in per domain; 0.6 in + 0.16 in per map with a value (2 Grad-CAMs, the
+        # uniform map) + legend and footer.
+        ("attention.png", (round(300 * (2.5 + 2 * 2.25)), round(300 * (0.6 + 3 * 0.16 + 0.75)))),
     ],
 )
 def test_figures_open_at_their_fixed_size_with_provenance(report, name, size):
@@ -393,3 +488,27 @@ def test_mask_gallery_labels_each_masker_mask_with_its_iou_and_spread(report):
     for i in range(2):
         assert mask_label(masks[i], images.gt_masks[i]) in labels
     assert sum(label.startswith("object ") for label in labels) == 4  # 2 domains x 2 images
+
+
+def test_the_attention_table_says_where_each_map_sits_over_seeds(grid):
+    _, evaluations = grid
+    table = attention_table(evaluations)
+    rows = {row.key: row for row in table.rows}
+    assert [c.key for c in table.columns][:3] == [
+        "gradient/Object", "gradient/Shortcut", "gradient/Elsewhere"
+    ]
+    assert not any(column.ranked for column in table.columns)
+    # Seeds 0 and 1 put 50 and 51% of ERM's Grad-CAM on the shortcut: mean 50.5, n = 2.
+    shortcut = rows["gradcam_erm"].cells["gradient/Shortcut"]
+    assert (shortcut.mean, shortcut.n) == (50.5, 2)
+    assert rows["gradcam_align"].cells["gradient/Shortcut"].mean == 20.5
+    # ALIGN trained on noise was never evaluated: the reason stands in the cell.
+    assert rows["gradcam_align"].cells["noise/Object"].n == 0
+    # Maps that do not depend on the classifier: the uniform one from any run; no GT in these
+    # records, so its row says why.
+    assert rows["uniform"].cells["noise/Shortcut"].mean == 5.0
+    assert rows["gt"].cells["gradient/Object"].n == 0
+    csv_rows = read_csv(to_csv(table, STAMP))
+    erm = next(r for r in csv_rows if r["Map"] == "Grad-CAM (ERM)" and
+               r["column"] == "gradient/Shortcut")
+    assert float(erm["mean"]) == 50.5 and erm["n"] == "2"

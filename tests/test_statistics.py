@@ -1,6 +1,9 @@
-"""Intervals and paired tests of the report, against scipy on fixed inputs."""
+"""Intervals, paired tests and Holm's adjustment of the report, against scipy and hand
+computations on fixed inputs."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,8 +12,10 @@ from scipy import stats
 from align.report.collect import Summary
 from align.report.statistics import (
     bootstrap_interval,
+    holm_adjust,
     min_pairs,
     paired_differences,
+    paired_t_p,
     t_half_width,
     wilcoxon_p,
 )
@@ -96,3 +101,72 @@ def test_bootstrap_interval_excludes_zero_for_a_clearly_shifted_difference():
 def test_six_pairs_are_the_fewest_that_can_reach_p_below_005():
     assert min_pairs(0.05) == 6
     assert stats.wilcoxon([1.0] * 5).pvalue >= 0.05 > stats.wilcoxon([1.0] * 6).pvalue
+
+
+# --- the paired t-test -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ([71.0, 65.5, 80.0, 58.25, 77.0, 69.0], [70.0, 60.0, 79.5, 50.0, 78.0, 61.0]),
+        ([10.0, 12.0, 9.0], [11.0, 10.5, 7.0]),
+        ([1.0, 2.0], [0.5, 0.0]),
+    ],
+)
+def test_paired_t_p_equals_scipys_ttest_rel(first, second):
+    expected = stats.ttest_rel(first, second).pvalue
+    assert paired_t_p(paired_differences(first, second)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_paired_t_p_by_hand():
+    # Differences 1, 2, 3, 4: mean 2.5, s = sqrt(5/3), t = 2.5 / (s / 2) = 3.873 on 3 df.
+    t = 2.5 / (math.sqrt(5 / 3) / 2)
+    assert t == pytest.approx(3.8729833, rel=1e-7)
+    assert paired_t_p([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2 * stats.t.sf(t, 3), rel=1e-12)
+    assert paired_t_p([1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.030466, abs=1e-6)
+
+
+def test_paired_t_p_without_spread_or_pairs():
+    assert paired_t_p([0.0, 0.0, 0.0]) == 1.0  # no difference at all
+    assert paired_t_p([-10.0, -10.0, -10.0]) == 0.0  # t is infinite: its limit
+    assert paired_t_p([3.0]) is None
+
+
+# --- Holm ---------------------------------------------------------------------------------------
+
+
+def test_holm_by_hand():
+    # Sorted: 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; the last is
+    # raised to 0.06 so the adjusted values keep the raw values' order.
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.6, 0.7, 0.8]) == [1.0, 1.0, 1.0]  # capped at 1
+    assert holm_adjust([0.01, 0.01]) == pytest.approx([0.02, 0.02])  # ties
+    assert holm_adjust([0.03]) == [0.03]  # a family of one is unadjusted
+    assert holm_adjust([]) == []
+
+
+def test_holm_skips_missing_p_values():
+    # None is no test: it keeps its place and the family has m = 2.
+    assert holm_adjust([None, 0.02, None, 0.5]) == pytest.approx([None, 0.04, None, 0.5])
+    assert holm_adjust([None, None]) == [None, None]
+    with pytest.raises(ValueError, match="not a p-value"):
+        holm_adjust([0.5, 1.5])
+
+
+def test_holm_is_monotone_and_never_below_the_raw_p_value():
+    p = np.random.default_rng(3).uniform(0, 0.2, 12)
+    adjusted = np.array(holm_adjust(list(p)))
+    order = np.argsort(p)
+    assert np.all(np.diff(adjusted[order]) >= 0)
+    assert np.all(adjusted >= p) and np.all(adjusted <= 1)
+    # Step-down: the smallest p times m, and none above Bonferroni's m * p.
+    assert adjusted[order[0]] == pytest.approx(12 * p[order[0]])
+    assert np.all(adjusted <= np.minimum(1, 12 * p) + 1e-15)
+
+
+def test_holm_matches_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, 0.0001]
+    expected = multitest.multipletests(p, method="holm")[1]
+    assert holm_adjust(p) == pytest.approx(list(expected), rel=1e-12)

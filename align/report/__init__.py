@@ -1,15 +1,21 @@
 """Stage `report`: the paper's tables and figures from the evaluate stage's JSONs.
 
 Writes under `results/`:
-- `id_table`, `ablation_table`, `ood_table`, `mask_quality` as `.csv` (cells `mean ± h (n=k)`, h
-  the half-width of the 95% t interval over seeds, or why they are missing) and `.md` (best values
-  in bold, reasons as notes, the checkpoint step each run selected);
-- `verdict.md`, `verdict.csv`: ALIGN against each other configured method, paired differences
-  with a bootstrap interval, a Wilcoxon p-value and one sentence each (`align.report.verdict`);
-- `metrics.json`: {table: {row: {column: mean}}} and `headline` (mean accuracies per method and
-  ALIGN's paired OOD differences) for `dvc metrics show/diff` and `dvc exp show`;
+- `id_table`, `ablation_table`, `ood_table`, `mask_quality`, `attention` as `.csv` (a row per
+  cell: the mean over seeds, the ends of its 95% t interval, n, or why seeds are missing) and
+  `.md` (cells
+  `mean ± h (n=k)`, best values in bold, reasons as notes, the checkpoint step each run selected);
+- `verdict.md`, `verdict.csv`: the positive control, and ALIGN against each other configured
+  method over trained models: paired differences with a bootstrap interval, t-test p-values
+  (Holm-adjusted per metric), a Wilcoxon p-value and one sentence each (`align.report.verdict`);
+- `measurements.csv`: every number of every eval record in long form, a row per (run, target
+  domain, metric), e.g. `mask_quality.gradcam.iou` (`align.report.collect.measurements`);
+- `metrics.json`: {table: {row: {column: mean}}} and `headline` (mean accuracies per method,
+  ALIGN's paired OOD differences and the positive control) for `dvc metrics show/diff` and
+  `dvc exp show`;
 - `fig2.csv`: Fig. 2's bars in long form for `dvc plots`;
-- `figures/fig2_mask_quality.png`, `figures/fig4_case_study.png`, `figures/fig5_mask_gallery.png`;
+- `figures/fig2_mask_quality.png`, `figures/fig4_case_study.png`, `figures/fig5_mask_gallery.png`,
+  `figures/attention.png` (where each map looks: object, shortcut, elsewhere);
 - `provenance.json`: the git commit and params hash, the files written, and the commit and hash
   each eval record came from.
 
@@ -39,8 +45,9 @@ from align.evaluate import EVAL_DIRNAME
 from align.identity import Identities, content_digest, dataset_job, file_digest, grid_jobs
 from align.masks.layout import status_file
 from align.provenance import provenance
-from align.report.collect import collect_evaluations
+from align.report.collect import collect_evaluations, measurements_csv
 from align.report.figures import (
+    attention_figure,
     blur_bars,
     blur_bars_csv,
     blur_figure,
@@ -60,12 +67,14 @@ log = logging.getLogger(__name__)
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.json"
 VERDICT = "verdict"
+MEASUREMENTS = "measurements.csv"
 FIG2_DATA = "fig2.csv"
 STORE_DIRNAME = ".store"
 FIGURES = {
     "fig2": "figures/fig2_mask_quality.png",
     "fig4": "figures/fig4_case_study.png",
     "fig5": "figures/fig5_mask_gallery.png",
+    "attention": "figures/attention.png",
 }
 
 
@@ -154,8 +163,9 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     written: list[Path] = []
 
     metrics: dict[str, object] = {}
+    tables = {}
     for build in TABLE_BUILDERS:
-        table = build(evaluations)
+        table = tables[build.__name__] = build(evaluations)
         written.append(write_text_atomically(folder / f"{table.name}.csv",
                                              to_csv(table, stamp)))
         written.append(write_text_atomically(folder / f"{table.name}.md",
@@ -166,6 +176,8 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
                                          verdict_markdown(evaluations, found, stamp)))
     written.append(write_text_atomically(folder / f"{VERDICT}.csv",
                                          verdict_csv(found, stamp)))
+    written.append(write_text_atomically(folder / MEASUREMENTS,
+                                         measurements_csv(evaluations, stamp)))
     metrics["headline"] = headline(evaluations, found)
     metrics["provenance"] = stamp
     written.append(write_text_atomically(folder / METRICS_FILE,
@@ -178,6 +190,7 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
         "fig2": lambda: blur_figure(evaluations, bars, stamp),
         "fig4": lambda: case_study_figure(evaluations, stamp, device),
         "fig5": lambda: mask_gallery_figure(evaluations, stamp, device),
+        "attention": lambda: attention_figure(tables["attention_table"], stamp),
     }
     for name, draw in figures.items():
         written.append(save_figure(draw(), folder / FIGURES[name], stamp))

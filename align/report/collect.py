@@ -13,10 +13,12 @@ stand for it, as the pipeline trains such a pair once.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,13 @@ DISPLAY_NAMES = {
     "m_gray": "m-Gray",
     "m_gt": "m-GT",
 }
+
+MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality",
+            "attention", "background_blur")
+"""The measurements in an eval record; nested ones are named by their path with dots
+(`mask_quality.gradcam.iou`)."""
+MEASUREMENT_COLUMNS = ("method", "train_domain", "target_domain", "seed", "in_distribution",
+                       "metric", "value", "git_commit", "params_hash")
 
 TRAINING_METRICS = "metrics.json"
 """Written by the train stage into each run folder."""
@@ -417,3 +426,40 @@ def _locate(
         return method_unavailable(params, source) or found
     evaluations.files[address] = path
     return found
+
+
+def measurements(evaluations: Evaluations) -> list[tuple[Address, str, float]]:
+    """Every finite number the configured runs measured, as (address, metric, value): one per
+    (run, target domain, metric), in grid order. A method that stands in for another (w/o EG read
+    from m-Gray's runs) is left out: its runs are the other's rows."""
+    found = []
+    for address, record in evaluations.records.items():
+        if isinstance(record, dict) and evaluations.sources.get(address.method) == address.method:
+            found += [(address, name, value) for name, value in _numbers(record, MEASURED)]
+    return found
+
+
+def _numbers(node: Record, keys: Sequence[str], prefix: str = "") -> Iterator[tuple[str, float]]:
+    for key in keys:
+        value, name = node.get(key), f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numbers(value, list(value), f"{name}.")
+        # Counts (`num_images`) describe a measurement, they are not one; NaN is no number.
+        elif (isinstance(value, int | float) and not isinstance(value, bool)
+              and not key.startswith("num_") and math.isfinite(value)):
+            yield name, float(value)
+
+
+def measurements_csv(evaluations: Evaluations, provenance: dict[str, Any]) -> str:
+    """`measurements.csv`: `measurements` in long form, a row per (run, target domain, metric),
+    with the git commit and params hash on every row."""
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow(MEASUREMENT_COLUMNS)
+    for address, name, value in measurements(evaluations):
+        writer.writerow([
+            address.method, address.train_domain, address.target_domain, address.seed,
+            address.train_domain == address.target_domain, name, f"{value:.10g}",
+            provenance["git_commit"], provenance["params_hash"],
+        ])
+    return output.getvalue()

@@ -1,7 +1,8 @@
 """The paper's figures: Fig. 2 (accuracy with the background outside each mask blurred), Fig. 4
 (case study: each method's Grad-CAM of the true class) and Fig. 5 (masker, SAM and ground-truth
 masks side by side, each mask labelled with its IoU against the ground truth and its spread, the
-ground truth with the object's area).
+ground truth with the object's area); and where each map looks (stacked bars: the share of its
+mass on the object, the shortcut and elsewhere).
 
 Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, at a fixed size: a
 panel is PANEL_WIDTH x PANEL_HEIGHT inches at DPI dots per inch (sizes are multiples of 1/4 inch,
@@ -35,7 +36,7 @@ from align.report.examples import (
     first_test_images,
     masker_masks,
 )
-from align.report.tables import main_methods
+from align.report.tables import ATTENTION_REGIONS, Table, main_methods
 
 DPI = 300
 PANEL_WIDTH = 1.5
@@ -311,4 +312,52 @@ def blur_figure(
         handles = [Patch(color=colours[s], label=BLUR_SOURCES[s]) for s in shown]
         figure.legend(handles=handles, loc="outside upper center", ncols=len(shown), fontsize=6,
                       frameon=False)
+    return figure
+
+
+# --- where each map looks ----------------------------------------------------------------------
+
+ATTENTION_COLOURS = {"object": "#2e7d32", "shortcut": "#c62828", "elsewhere": "#9e9e9e"}
+ATTENTION_BAR_HEIGHT = 0.16
+"""Inches per bar of the attention figure."""
+
+
+def attention_figure(table: Table, provenance: dict[str, Any]) -> Figure:
+    """Per training domain, a horizontal bar per map of `table` (the attention table), stacked
+    object / shortcut / elsewhere in % of the map's mass; error bars on the object and shortcut
+    segments are the 95% t interval of the mean over seeds. Rows without a value are left out,
+    and the footer says which."""
+    domains = list(dict.fromkeys(column.key.split("/")[0] for column in table.columns))
+    labels = dict(ATTENTION_REGIONS)
+    shown = [row for row in table.rows
+             if any(cell.n for cell in row.cells.values())]
+    missing = [row.labels[0] for row in table.rows if row not in shown]
+    note = f"no value: {', '.join(missing)}" if missing else ""
+    height = 0.6 + ATTENTION_BAR_HEIGHT * max(1, len(shown)) + FIG2_LEGEND_HEIGHT + FOOTER_HEIGHT
+    figure = new_figure(2.5 + 2.25 * max(1, len(domains)), height, FOOTER_HEIGHT,
+                        _provenance_line(provenance, note))
+    axes = figure.subplots(1, max(1, len(domains)), squeeze=False, sharey=True)
+    positions = list(range(len(shown)))[::-1]  # the table's first row on top
+    for ax, domain in zip(axes.flat, domains, strict=False):
+        ax.set_title(f"trained on {domain} (its test split)", fontsize=7)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("Share of the map's mass (%)", fontsize=6)
+        ax.tick_params(labelsize=5)
+        ax.set_yticks(positions, [row.labels[0] for row in shown])
+        left = [0.0] * len(shown)
+        for key in labels:
+            summaries = [row.cells[f"{domain}/{labels[key]}"] for row in shown]
+            means = [summary.mean or 0.0 for summary in summaries]
+            spreads = [summary.half_width for summary in summaries]
+            error = None
+            if key != "elsewhere" and any(h is not None for h in spreads):
+                error = [h if h is not None else float("nan") for h in spreads]
+            ax.barh(positions, means, 0.8, left=left, color=ATTENTION_COLOURS[key],
+                    xerr=error, error_kw={"elinewidth": 0.5, "capsize": 1.0, "ecolor": "black"})
+            left = [a + b for a, b in zip(left, means, strict=True)]
+    if not shown:
+        _blank(axes.flat[0], "no map has a value: no run evaluated on a dataset with object and"
+                             " shortcut masks")
+    handles = [Patch(color=ATTENTION_COLOURS[key], label=label) for key, label in labels.items()]
+    figure.legend(handles=handles, loc="outside upper center", ncols=3, fontsize=6, frameon=False)
     return figure

@@ -2,8 +2,9 @@
 
 Every cell is a `Summary` over seeds: `mean ± h (n=k)`, h the half-width of the 95% Student t
 interval of the mean over the k seeds (`mean (n=1, no interval)` for one seed), or the reason it
-could not be computed. CSV cells carry the full reason; Markdown cells carry a numbered
-note, listed under the table, so the table stays readable. Markdown marks the best mean in bold:
+could not be computed. The CSV holds numbers, a row per cell (mean, the interval's ends, n and
+the full reason for missing seeds); Markdown cells carry a numbered note, listed under the
+table, so the table stays readable. Markdown marks the best mean in bold:
 per column (the best method for a domain and metric) in Tables 1 and 2 and the mask-quality
 table, per row in Table 3 (the best method for a train -> test pair, as the paper compares
 methods there). Best is the largest value, except for sufficiency, where lower is better; means
@@ -286,11 +287,75 @@ def mask_quality_table(evaluations: Evaluations) -> Table:
     )
 
 
+ATTENTION_REGIONS = (("object", "Object"), ("shortcut", "Shortcut"), ("elsewhere", "Elsewhere"))
+"""The `attention` keys of an eval record and their column labels (`align.metrics.attention`)."""
+FIXED_MAPS = (
+    ("masker", "Masker (ALIGN)"),
+    ("gt", "GT object mask (m-GT's target)"),
+    ("gray", "Gray(x) (m-Gray's target)"),
+    ("sam", "SAM"),
+    ("uniform", "Uniform map (the regions' areas)"),
+)
+"""Maps that do not depend on the evaluated classifier, after the Grad-CAM rows."""
+
+
+def attention_methods(evaluations: Evaluations) -> list[str]:
+    """The configured methods and Table 2's rows whose runs exist, in grid order."""
+    grid = list(evaluations.params.grid.methods)
+    return grid + [m for m in ABLATION_ROWS if m not in grid and m in evaluations.sources]
+
+
+def attention_table(evaluations: Evaluations) -> Table:
+    """Where each map puts its mass: per training domain, the share on the object, on the
+    shortcut and elsewhere of every method's Grad-CAM and of the fixed maps, over seeds."""
+    domains = evaluations.train_domains
+    methods = attention_methods(evaluations)
+    masker_first = ["align", *[m for m in methods if m != "align"]]
+
+    def gradcam_row(method: str) -> Row:
+        return Row(f"gradcam_{method}", (f"Grad-CAM ({display_name(method)})",), {
+            f"{domain}/{label}": evaluations.summary(
+                method, domain, domain, ("attention", "gradcam", key)
+            )
+            for domain in domains
+            for key, label in ATTENTION_REGIONS
+        })
+
+    def fixed_row(source: str, label: str) -> Row:
+        return Row(source, (label,), {
+            f"{domain}/{region}": evaluations.source_summary(
+                domain, ("attention", source, key), masker_first
+            )
+            for domain in domains
+            for key, region in ATTENTION_REGIONS
+        })
+
+    return Table(
+        name="attention",
+        title=f"Where each map looks on {evaluations.dataset}: object, shortcut or elsewhere",
+        caption=(
+            "On the test split of the training domain, in %: the share of each map's mass on the"
+            " object, on the shortcut (the spurious cue's pixels off the object) and elsewhere,"
+            " per image, averaged over images; the three sum to 100. Grad-CAM of the predicted"
+            " class. A classifier whose Grad-CAM sits on the shortcut reads the shortcut. The"
+            " uniform map's shares are the regions' areas: a map above them on a region favours"
+            " it. Descriptive, never bold."
+        ),
+        index=("Map",),
+        columns=[
+            Column(f"{d}/{label}", ranked=False) for d in domains for _, label in ATTENTION_REGIONS
+        ],
+        rows=[*[gradcam_row(m) for m in methods],
+              *[fixed_row(source, label) for source, label in FIXED_MAPS]],
+    )
+
+
 TABLE_BUILDERS: tuple[Callable[[Evaluations], Table], ...] = (
     id_table,
     ablation_table,
     ood_table,
     mask_quality_table,
+    attention_table,
 )
 
 
@@ -327,23 +392,36 @@ def best_cells(table: Table) -> set[tuple[int, str]]:
 # --- renderings --------------------------------------------------------------------------------
 
 
+CSV_NUMBERS = ("column", "mean", "ci_low", "ci_high", "n", "n_configured", "note")
+"""A table's CSV columns after its index: one row per cell."""
+
+
 def to_csv(table: Table, provenance: dict[str, Any]) -> str:
-    """The table as CSV: index columns, one column per table column with `mean ± h (n=k)` or
-    the reason, and the git commit and params hash on every row (so each row says where it came
-    from, and the file stays plain CSV)."""
+    """The table as CSV, one row per cell (long form: numbers for machines, the `±` text is the
+    Markdown's): the index columns, the table's column key, the mean over seeds, the 95% t
+    interval's ends (empty for one seed), the seeds with a value and the seeds configured, why
+    seeds are missing (`note`), the checkpoint steps of the row's runs, and the git commit and
+    params hash on every row (so each row says where it came from)."""
     output = io.StringIO()
     writer = csv.writer(output, lineterminator="\n")
     steps = ["selected_steps"] if table.selected else []
-    writer.writerow([*table.index, *(c.key for c in table.columns), *steps, "git_commit",
-                     "params_hash"])
+    writer.writerow([*table.index, *CSV_NUMBERS, *steps, "git_commit", "params_hash"])
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.6g}"
+
     for row in table.rows:
-        writer.writerow([
-            *row.labels,
-            *(row.cells[c.key].text(DIGITS) for c in table.columns),
-            *([row.steps] if steps else []),
-            provenance["git_commit"],
-            provenance["params_hash"],
-        ])
+        for column in table.columns:
+            cell = row.cells[column.key]
+            mean, half = cell.mean, cell.half_width
+            low, high = (None, None) if mean is None or half is None else (mean - half,
+                                                                           mean + half)
+            note = (cell.reason or "no value") if cell.n < cell.expected or not cell.n else ""
+            writer.writerow([
+                *row.labels, column.key, number(mean), number(low), number(high), cell.n,
+                cell.expected, note, *([row.steps] if steps else []),
+                provenance["git_commit"], provenance["params_hash"],
+            ])
     return output.getvalue()
 
 
