@@ -6,8 +6,10 @@
 At every validation step of the real training loop it records the training domain's validation
 accuracy (what selects the checkpoint), the accuracy on every other domain's val split (out of
 distribution; never used for selection), and, on a dataset with ground-truth masks, the
-classifier's Grad-CAM of the true class inside and outside the object and, for a method with a
-masker, the masker's IoU (threshold 0.5, in %) and mean, on the training domain's val split.
+classifier's Grad-CAM of the true class inside and outside the object, and the share of its mass
+on the object, on the shortcut and elsewhere (where the dataset has shortcut masks:
+`align.metrics.attention`) and, for a method with a masker, the masker's IoU (threshold 0.5, in
+%), mean and shares, on the training domain's val split.
 `--set` overrides params with dotted keys and YAML values, e.g.
     --set datasets.synthetic.spurious_p=1.0 methods.m_gt.per_dataset.synthetic.lambda3=1
 Data and the run live under the scratch folder (the workspace is not touched). Prints a JSON line
@@ -37,6 +39,7 @@ from align.data.shards import write_shards
 from align.data.split import read_split, write_split
 from align.device import autocast
 from align.explain import gradcam
+from align.metrics.attention import REGIONS, AttentionAccumulator
 from align.metrics.mask_quality import inside_outside, iou
 from align.runs import RunSpec, run_identity
 from align.train import Trainer
@@ -73,24 +76,35 @@ def _nanmean(values: list[torch.Tensor]) -> float:
 
 def explanation_quality(trainer: Trainer) -> dict[str, float]:
     """On the training domain's val split, against the ground-truth object: the classifier's
-    Grad-CAM of the true class, mean inside and outside the object; with a masker, its IoU (%)
-    and mean."""
+    Grad-CAM of the true class, mean inside and outside the object, and its shares (%) on the
+    object, the shortcut and elsewhere; with a masker, its IoU (%), mean and shares."""
     models, spec = trainer.models, trainer.spec
+    shortcuts = DATASETS.get(spec.dataset).has_shortcut_masks
     inside, outside, scores, means = [], [], [], []
+    attention = {"cam": AttentionAccumulator(), "masker": AttentionAccumulator()}
     for batch in make_loader(trainer.params, spec.dataset, spec.domain, "val", train=False,
-                             batch_size=EVAL_BATCH, with_masks=True):
+                             batch_size=EVAL_BATCH, with_masks=True, with_shortcuts=shortcuts):
         images, truth = batch["image"].to(trainer.device), batch["mask"]
         with autocast(trainer.device, trainer.bf16):
             maps, _ = gradcam(models.classifier, images, batch["label"].to(trainer.device))
-        cam_in, cam_out = inside_outside(maps.detach().float().cpu(), truth)
+        maps = maps.detach().float().cpu()
+        cam_in, cam_out = inside_outside(maps, truth)
         inside.append(cam_in)
         outside.append(cam_out)
+        if shortcuts:
+            attention["cam"].update(maps, truth, batch["shortcut"])
         if models.masker is not None:
             with torch.no_grad():
                 masks = models.masker(images).float().cpu()
             scores.append(iou(masks, truth))
             means.append(masks.mean(dim=(1, 2, 3)))
+            if shortcuts:
+                attention["masker"].update(masks, truth, batch["shortcut"])
     quality = {"cam_inside": round(_nanmean(inside), 3), "cam_outside": round(_nanmean(outside), 3)}
+    names = ["cam"] + (["masker"] if models.masker is not None else [])
+    for name in names if shortcuts else []:
+        shares = attention[name].summary()
+        quality.update({f"{name}_on_{region}": round(shares[region], 1) for region in REGIONS})
     if models.masker is not None:
         quality["masker_iou"] = round(100 * _nanmean(scores), 1)
         quality["masker_mean"] = round(float(torch.cat(means).mean()), 3)

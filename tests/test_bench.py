@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import TINY_SYNTHETIC, make_params
 
@@ -75,6 +76,9 @@ def test_curves_record_every_validation_with_ood_accuracy_and_explanation_qualit
     first = report["curve"][0]
     assert set(first["ood"]) == set(raw["datasets"]["synthetic"]["domains"]) - {"gradient"}
     assert 0 <= first["masker_iou"] <= 100 and 0 <= first["cam_inside"] <= 1
+    for name in ("cam", "masker"):  # shares of the map's mass, in %, summing to 100
+        shares = [first[f"{name}_on_{region}"] for region in ("object", "shortcut", "elsewhere")]
+        assert sum(shares) == pytest.approx(100, abs=0.2) or first["masker_mean"] == 0
     assert report["overrides"] == ["datasets.synthetic.spurious_p=1.0"]
     written = next((tmp_path / "scratch").glob("data-*/raw/synthetic"))
     assert written.is_dir()  # the data lives in the scratch folder
@@ -89,3 +93,40 @@ def test_jobs_bench_trains_the_same_runs_both_ways(tmp_path):
     assert report["runs"] == ["erm seed 0", "erm seed 1"] and report["steps"] == 4
     assert report["two_jobs_speedup"] > 0
     assert len(list((tmp_path / "s" / "runs").glob("synthetic/gradient/erm/seed*"))) == 2
+
+
+SNAKEMAKE_LOG = """\
+[Thu Dec  3 12:10:02 2026]
+localrule train:
+    output: runs/synthetic/gradient/erm/seed0/model.pt
+    jobid: 6
+    wildcards: dataset=synthetic, domain=gradient, method=erm, seed=0
+    threads: 1
+[Thu Dec  3 12:10:02 2026]
+localrule train:
+    jobid: 7
+    wildcards: dataset=synthetic, domain=gradient, method=align, seed=0
+2026-12-03 12:11:01,542 align.train INFO erm: best val accuracy 0.8567 at step 150
+[Thu Dec  3 12:11:02 2026]
+Finished jobid: 6 (Rule: train)
+1 of 3 steps (33%) done
+[Thu Dec  3 12:11:02 2026]
+localrule evaluate:
+    jobid: 8
+    wildcards: dataset=synthetic, domain=gradient, method=erm, seed=0
+[Thu Dec  3 12:11:20 2026]
+Finished jobid: 8 (Rule: evaluate)
+[Thu Dec  3 12:13:02 2026]
+Finished jobid: 7 (Rule: train)
+"""
+
+
+def test_pipeline_reads_the_split_by_stage_and_method_from_a_snakemake_log(tmp_path):
+    log = tmp_path / "make-run.log"
+    log.write_text(SNAKEMAKE_LOG)
+    report = run_bench("pipeline.py", "--snakemake-log", str(log))
+    assert report["jobs"] == 3 and report["wall_seconds"] == 180
+    assert report["job_seconds_by_rule"] == {"train": 240, "evaluate": 18}
+    assert report["job_seconds_by_method"] == {"erm": {"train": 60, "evaluate": 18},
+                                               "align": {"train": 180, "evaluate": 0}}
+    assert report["train_time_ratio_to_erm"] == {"erm": 1.0, "align": 3.0}
