@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         use_threads(args.threads if args.threads is not None else threads_from_env())
         function(load_params(args.params), args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`align check-params | head -1`): not a fault. The
+        # interpreter flushes stdout again at exit, so point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as error:
         print(f"align {args.command}: error: {error}", file=sys.stderr)
         return 2

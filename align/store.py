@@ -3,11 +3,13 @@
 An entry is built in a hidden staging folder `<root>/.<key>.building/` and appears under its key
 only through one rename, after a manifest with the sha256 of every file has been written into it:
 an entry that exists is complete, and a job killed at any moment either left a finished entry or
-a staging folder to resume from. Entry files are made read-only, and they reach the folders that
-DVC and Snakemake see (`materialize`) as hard links; a root user can still write through such a
-link, so every reuse checks the manifest, and a damaged entry is removed so that its job computes
-it again. A file lock per key makes two processes that would compute one result (`dre` and
-`wo_eg`, or two users) take turns: the second waits, then finds the first one's entry.
+a staging folder to resume from. Entry files reach the folders that DVC and Snakemake see
+(`materialize`) as hard links. They stay writable by their owner: Snakemake refuses to rerun a job
+whose outputs its user cannot write (`ProtectedOutputException`), which read-only files made a
+dead end for every user but root. A write through such a link reaches the store, so every reuse
+checks the manifest, and a damaged entry is removed so that its job computes it again. A file
+lock per key makes two processes that would compute one result (`dre` and `wo_eg`, or two users)
+take turns: the second waits, then finds the first one's entry.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from align.atomic import write_json_atomically
+from align.errors import UserError
 from align.identity import file_digest
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+STORED_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH
+"""rw-r--r--: others may read a shared store, only its owner replaces files (see above)."""
 WAIT_NOTICE_S = 5.0
 """How long to wait for another process's lock before saying so in the log."""
 
@@ -49,14 +53,21 @@ class Store:
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
-        """Hold the lock of `key` for the block; waits (and says so) while another holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Hold the lock of `key` for the block; waits (and says so) while another holds it. A
+        store folder this user cannot write is a UserError naming it."""
         lock = FileLock(self.root / f".{key}.lock")
         try:
-            lock.acquire(timeout=WAIT_NOTICE_S)
-        except Timeout:
-            log.info("waiting for another process working on %s", self.entry(key))
-            lock.acquire()
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=WAIT_NOTICE_S)
+            except Timeout:
+                log.info("waiting for another process working on %s", self.entry(key))
+                lock.acquire()
+        except OSError as error:
+            raise UserError(
+                f"{self.root}: cannot write the store here ({error.strerror or error}); make the"
+                " folder writable for this user, or point the stage at another one"
+            ) from None
         try:
             yield
         finally:
@@ -87,7 +98,7 @@ class Store:
         manifest = {path.relative_to(staging).as_posix(): file_digest(path) for path in files}
         write_json_atomically(staging / MANIFEST, manifest)
         for path in [*files, staging / MANIFEST]:
-            path.chmod(READ_ONLY)
+            path.chmod(STORED_MODE)
         remove_tree(entry)  # a damaged entry removed by `verified` may have been re-created
         staging.rename(entry)
         for path in entry.rglob("*"):
@@ -119,7 +130,7 @@ def damage(entry: Path) -> str | None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a folder even if its files are read-only (as entries' are)."""
+    """Delete a folder even if its files are read-only (as earlier versions stored them)."""
     if not path.exists():
         return
 

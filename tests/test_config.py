@@ -1,4 +1,6 @@
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,16 @@ def test_a_binary_params_file_is_one_line(tmp_path, capsys):
     assert main(["--params", str(params), "check-params"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(params) in err
+
+
+def test_a_reader_that_stops_early_is_not_a_traceback():
+    # `align check-params | head -1`: the reader closes the pipe before we finish writing.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "align.cli", "--params", str(PROJECT / "params.yaml"),
+         "check-params"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

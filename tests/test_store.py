@@ -3,6 +3,7 @@ processes asking for one run at once."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,11 +16,13 @@ import pytest
 import torch
 import yaml
 from conftest import with_sections
+from filelock import FileLock
 
 from align.checkpoint import CHECKPOINT, PREVIOUS
 from align.data.acquire import raw_dir
 from align.data.shards import write_shards
 from align.data.split import write_split
+from align.errors import UserError
 from align.runs import RunSpec, run_identity, run_key, store_root
 from align.store import MANIFEST, Store
 from align.train import Trainer, train_run
@@ -38,11 +41,15 @@ def count_training(monkeypatch: pytest.MonkeyPatch) -> list[RunSpec]:
     return trained
 
 
-def test_stored_files_are_read_only_and_listed_in_a_manifest(tiny_synthetic, tmp_path):
+def test_stored_files_are_writable_by_their_owner_only_and_listed_in_a_manifest(
+    tiny_synthetic, tmp_path
+):
     named = train_run(tiny_synthetic, RunSpec("synthetic", "gradient", "erm", 0), tmp_path,
                       show_progress=False)
+    # Snakemake refuses to rerun a job whose outputs its user cannot write
+    # (ProtectedOutputException): read-only stored files were a dead end for every user but root.
     mode = (named / "model.pt").stat().st_mode
-    assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    assert mode & stat.S_IWUSR and not mode & (stat.S_IWGRP | stat.S_IWOTH)
     key = json.loads((named / "identity.json").read_text())["key"]
     manifest = json.loads((Store(store_root(tmp_path)).entry(key) / MANIFEST).read_text())
     assert {"model.pt", "metrics.json", "identity.json"} <= set(manifest)
@@ -55,8 +62,7 @@ def test_a_stored_run_damaged_through_its_named_folder_is_detected_and_trained_a
     spec = RunSpec("synthetic", "gradient", "erm", 0)
     named = train_run(tiny_synthetic, spec, tmp_path, show_progress=False)
     original = (named / "model.pt").read_bytes()
-    # `cp other model.pt` as root writes through the hard link into the store.
-    os.chmod(named / "model.pt", 0o644)
+    # `cp other model.pt` writes through the hard link into the store.
     (named / "model.pt").write_bytes(b"not a model")
     trained = count_training(monkeypatch)
     again = train_run(tiny_synthetic, spec, tmp_path, show_progress=False)
@@ -204,3 +210,17 @@ def test_identity_of_a_run_is_written_with_it(tiny_synthetic, tmp_path):
     assert set(identity["content"]) == {"shards"}
     assert Path(named / "model.pt").is_file()
     assert torch.load(named / "model.pt", weights_only=False)["identity"]["key"] == identity["key"]
+
+
+def test_a_store_this_user_cannot_write_is_one_line_naming_it(tmp_path, monkeypatch):
+    # A read-only results/ (or runs/) gave a 38-line traceback from the lock file. Root writes
+    # anywhere, so the file system's refusal is simulated where the lock is taken.
+    def refuse(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    store = Store(tmp_path / "results" / ".store")
+    expected = (r"results/\.store: cannot write the store here \(Read-only file system\); make"
+                r" the folder writable")
+    with pytest.raises(UserError, match=expected), store.locked("abc"):
+        pass
