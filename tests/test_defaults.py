@@ -10,6 +10,7 @@ import torch
 from align.config import load_params
 from align.methods.base import METHODS, resolve_config
 from align.models.classifier import create_classifier
+from align.report.verdict import POSITIVE_CONTROL
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "configs").glob("paper_*.yaml"))
@@ -26,9 +27,20 @@ def test_the_default_grid_trains_every_method_that_needs_nothing_from_outside():
     # m_sam needs a SAM checkpoint (sam.checkpoint), which cannot be shipped or downloaded.
     assert params.sam.checkpoint is None
     assert sorted(params.grid.methods) == sorted(set(METHODS.names()) - {"m_sam"})
-    assert len(params.grid.seeds) >= 3 and len(params.grid.domains) >= 1
+    # The verdict's unit is a trained model (train domain, seed): at least 6, so that the
+    # positive control (an oracle against ERM, both configured) can be decided.
+    assert len(params.grid.seeds) * len(params.grid.domains) >= 6
+    assert set(POSITIVE_CONTROL) <= set(params.grid.methods)
     # Every run is tested on every domain of the dataset.
     assert len(params.dataset_domains()) == 4
+
+
+def test_the_default_benchmark_has_a_shortcut_with_its_own_place():
+    params = load_params(ROOT / "params.yaml")
+    synthetic = params.datasets.synthetic
+    assert params.dataset == "synthetic" and synthetic.shortcut == "decoy"
+    # The decoy's corner is one cell of the default's Grad-CAM grid (4x4 at 64 px).
+    assert synthetic.decoy_cell * synthetic.image_size == synthetic.image_size / 4
 
 
 def test_the_default_model_has_a_grad_cam_of_at_least_4x4():

@@ -512,3 +512,22 @@ def test_the_attention_table_says_where_each_map_sits_over_seeds(grid):
     erm = next(r for r in csv_rows if r["Map"] == "Grad-CAM (ERM)" and
                r["column"] == "gradient/Shortcut")
     assert float(erm["mean"]) == 50.5 and erm["n"] == "2"
+
+
+def test_a_folder_dataset_without_declared_domains_reports_every_domain_it_was_split_into(
+    tmp_path,
+):
+    # `folder` with `domains: null` trains and evaluates on every domain found on disk (the split
+    # lists them); the report read only the declared ones and left Table 3 empty.
+    params = make_params(tmp_path / "data", dataset="folder",
+                         datasets={"folder": {"root": str(tmp_path / "pacs")}},
+                         grid={"methods": ["erm"], "domains": ["art"], "seeds": [0]})
+    assert params.dataset_domains() == []
+    splits = tmp_path / "data" / "splits"
+    splits.mkdir(parents=True)
+    (splits / "folder.json").write_text(json.dumps(
+        {"domains": {"art": {}, "cartoon": {}, "photo": {}}}
+    ))
+    evaluations = collect_evaluations(params, tmp_path / "runs")
+    assert evaluations.target_domains == ["art", "cartoon", "photo"]
+    assert [row.key for row in ood_table(evaluations).rows] == ["art->cartoon", "art->photo"]

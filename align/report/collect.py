@@ -25,6 +25,7 @@ from typing import Any
 
 from align.config import Params
 from align.data.registry import DATASETS
+from align.data.split import split_path
 from align.device import pick_device
 from align.errors import UserError
 from align.evaluate import eval_path, masker_blur_accuracy
@@ -306,9 +307,13 @@ def method_unavailable(params: Params, method: str) -> str | None:
 
 
 def target_domains(params: Params) -> list[str]:
-    """Test domains: the training domains, then the dataset's other declared domains."""
+    """Test domains: the training domains, then the dataset's other domains, as the split found
+    them (the evaluate stage tests on those; a `folder` dataset may declare none), or as the
+    configuration declares them before there is a split."""
     grid = list(params.grid.domains or [])
-    return grid + [domain for domain in params.dataset_domains() if domain not in grid]
+    split = split_path(params, params.dataset)
+    found = list(json.loads(split.read_text())["domains"]) if split.is_file() else []
+    return grid + [domain for domain in found or params.dataset_domains() if domain not in grid]
 
 
 def read_record(path: Path, run_dir: Path) -> Record | str:
