@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,16 @@ def vlcs_mini() -> Path:
     if not VLCS_MINI.is_dir():
         pytest.fail(f"test fixture missing: {VLCS_MINI} (CI clones ../shared beside the repo)")
     return VLCS_MINI
+
+
+def writable_copy(source: Path, target: Path) -> Path:
+    """Copy a fixture folder (shared/ is read-only) into a test's folder, every file and folder
+    writable by us: as an ordinary user, unlike root, a test cannot add files to a copy that kept
+    the fixture's read-only modes."""
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    return target
 
 
 def make_params(root: Path, **sections: Any) -> Params:

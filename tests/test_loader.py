@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from conftest import VLCS_MINI, make_params
+from conftest import VLCS_MINI, make_params, writable_copy
 from PIL import Image
 
 from align.config import Params
@@ -56,7 +56,7 @@ def same_batches(first: list[dict], second: list[dict]) -> bool:
 def vlcs(tmp_path_factory: pytest.TempPathFactory) -> Params:
     """vlcs_mini split and sharded at 40 px, read at 32 px."""
     root = tmp_path_factory.mktemp("vlcs")
-    shutil.copytree(VLCS_MINI, root / "raw" / "vlcs")
+    writable_copy(VLCS_MINI, root / "raw" / "vlcs")
     params = make_params(
         root,
         data={"store_size": 40, "image_size": 32, "shard_max_samples": 8},

@@ -47,6 +47,7 @@ CODE_AREAS = {
 
 CANDIDATES: tuple[Any, ...] = (
     0.1, 1, "x", "mean", "blur", "cuda", "center_point", "vit_l", "imagenet", "vlcs", "shape",
+    "background",
     "fp32", "cosine", "https://example.org/other.tar.gz", ["stripes", "rings"], ["circle", "bars"],
     ["gradient", "noise"], ["a"],
     {"vlcs": {}},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import struct
 import tarfile
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
-from conftest import VLCS_MINI, make_params
+from conftest import VLCS_MINI, make_params, writable_copy
 from PIL import Image
 
 import align.data.shards
@@ -40,7 +39,7 @@ def read_samples(shard: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def vlcs(tmp_path_factory: pytest.TempPathFactory) -> Params:
     root = tmp_path_factory.mktemp("vlcs")
-    shutil.copytree(VLCS_MINI, root / "raw" / "vlcs")
+    writable_copy(VLCS_MINI, root / "raw" / "vlcs")
     params = make_params(
         root,
         data={"store_size": 48, "shard_max_samples": 10},

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_params
+from conftest import make_params, writable_copy
 from PIL import Image
 
 from align.data.split import sample_keys, split_counts, split_stratified, write_split
@@ -19,7 +18,7 @@ VLCS_DOMAINS = ["Caltech101", "LabelMe", "SUN09"]
 
 
 def vlcs_params(root: Path, vlcs_mini: Path, **data):
-    shutil.copytree(vlcs_mini, root / "raw" / "vlcs")
+    writable_copy(vlcs_mini, root / "raw" / "vlcs")
     return make_params(root, data=data, datasets={"vlcs": {"domains": VLCS_DOMAINS}})
 
 
