@@ -165,7 +165,8 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     metrics: dict[str, object] = {}
     tables = {}
     for build in TABLE_BUILDERS:
-        table = tables[build.__name__] = build(evaluations)
+        table = build(evaluations)
+        tables[table.name] = table
         written.append(write_text_atomically(folder / f"{table.name}.csv",
                                              to_csv(table, stamp)))
         written.append(write_text_atomically(folder / f"{table.name}.md",
@@ -190,7 +191,7 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
         "fig2": lambda: blur_figure(evaluations, bars, stamp),
         "fig4": lambda: case_study_figure(evaluations, stamp, device),
         "fig5": lambda: mask_gallery_figure(evaluations, stamp, device),
-        "attention": lambda: attention_figure(tables["attention_table"], stamp),
+        "attention": lambda: attention_figure(tables["attention"], stamp),
     }
     for name, draw in figures.items():
         written.append(save_figure(draw(), folder / FIGURES[name], stamp))
