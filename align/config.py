@@ -177,6 +177,15 @@ class GridConfig(StrictModel):
             raise ValueError(f"{EMPTY_GRID}; list at least one seed, e.g. [0]")
         return seeds
 
+    @field_validator("methods", "domains", "seeds")
+    @classmethod
+    def _each_entry_once(cls, entries: list | None) -> list | None:
+        # A repeated entry would train one run twice over and count it as two models.
+        repeated = sorted({entry for entry in entries or [] if entries.count(entry) > 1})
+        if repeated:
+            raise ValueError(f"listed more than once: {repeated}; list each entry once")
+        return entries
+
 
 MethodsConfig = create_model(
     "MethodsConfig",
@@ -272,7 +281,12 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
             f"{path}: no such parameter file (run from the project root or pass --params)"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        repeated = repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        if repeated:
+            raise UserError(f"{path}: {repeated}; keep one of them (YAML would silently keep"
+                            " the last)")
+        raw = yaml.safe_load(text)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file; --params takes a YAML file") from None
     except yaml.YAMLError as error:
@@ -285,6 +299,27 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     return parse_params(raw, str(path))
+
+
+def repeated_key(node: yaml.Node | None, where: str = "") -> str | None:
+    """Where a mapping under `node` gives a key twice (e.g. a second `train:` section, which a
+    YAML loader lets replace the first whole), as one phrase; None when no key repeats."""
+    if isinstance(node, yaml.SequenceNode):
+        return next(filter(None, (repeated_key(item, where) for item in node.value)), None)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    first_line: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key, line = str(key_node.value), key_node.start_mark.line + 1
+        if key in first_line:
+            section = f"in {where}" if where else "at the top level"
+            first = first_line[key]
+            return f"line {line}: key {key!r} appears twice {section} (first at line {first})"
+        first_line[key] = line
+        found = repeated_key(value_node, f"{where}.{key}" if where else key)
+        if found:
+            return found
+    return None
 
 
 def select(params: Params, key: str) -> Any:

@@ -205,3 +205,39 @@ def test_a_reader_that_stops_early_is_not_a_traceback():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A repeated key in a section: YAML loaders keep the last one without a word.
+        ("train:\n  lr: 0.1\n  lr: 0.01\n", "line 3: key 'lr' appears twice in train (first at"
+         " line 2)"),
+        # A second top-level section silently replaced the whole first one.
+        ("train:\n  lr: 0.1\ngrid:\n  seeds: [0]\ntrain:\n  steps: 20\n",
+         "line 5: key 'train' appears twice at the top level (first at line 1)"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, text, expected):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert expected in message and "\n" not in message and str(path) in message
+
+
+@pytest.mark.parametrize(
+    "grid, key, repeated",
+    [
+        ({"seeds": [0, 1, 0]}, "grid.seeds", "[0]"),
+        ({"methods": ["erm", "align", "erm"]}, "grid.methods", "['erm']"),
+        ({"domains": ["gradient", "gradient"]}, "grid.domains", "['gradient']"),
+    ],
+)
+def test_a_grid_entry_listed_twice_is_refused(grid, key, repeated):
+    # Counted twice, a repeated run made "5.00 ± 0.00 (n=2)" and verdict pairs of one model.
+    with pytest.raises(UserError) as error:
+        parse_params({"grid": grid})
+    message = str(error.value)
+    assert f"{key}: " in message and f"listed more than once: {repeated}" in message
