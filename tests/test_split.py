@@ -176,3 +176,39 @@ def test_missing_raw_domain_is_a_user_error(tmp_path: Path) -> None:
     params = make_params(tmp_path, datasets={"vlcs": {"domains": ["Caltech101"]}})
     with pytest.raises(UserError, match="align acquire --dataset vlcs"):
         write_split(params, "vlcs")
+
+
+def test_a_symlinked_class_folder_is_followed_like_a_symlinked_domain(
+    tmp_path: Path, vlcs_mini: Path
+) -> None:
+    # A class folder that is a link (to save space, or shared between datasets) was skipped
+    # without a word: its domain trained on fewer classes.
+    from align.data.acquire import acquire_dataset
+
+    root = tmp_path / "linked"
+    (root / "SUN09").mkdir(parents=True)
+    for class_dir in sorted((vlcs_mini / "SUN09").iterdir()):
+        (root / "SUN09" / class_dir.name).symlink_to(class_dir, target_is_directory=True)
+    (root / "LabelMe").symlink_to(vlcs_mini / "LabelMe", target_is_directory=True)
+    params = make_params(tmp_path / "data", dataset="folder",
+                         datasets={"folder": {"root": str(root), "domains": ["SUN09", "LabelMe"]}},
+                         grid={"domains": ["SUN09"]})
+    raw = acquire_dataset(params, "folder")
+    for domain in ("SUN09", "LabelMe"):
+        expected = {p.relative_to(vlcs_mini / domain) for p in (vlcs_mini / domain).rglob("*.jpg")}
+        got = {p.relative_to(raw / domain) for p in (raw / domain).rglob("*.jpg")}
+        assert got == expected and expected
+
+
+def test_a_folder_link_that_loops_is_a_user_error(tmp_path: Path) -> None:
+    from align.data.acquire import acquire_dataset
+
+    root = tmp_path / "looped"
+    (root / "photo" / "dog").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "photo" / "dog" / "a.png")
+    (root / "photo" / "dog" / "again").symlink_to(root / "photo", target_is_directory=True)
+    params = make_params(tmp_path / "data", dataset="folder",
+                         datasets={"folder": {"root": str(root), "domains": ["photo"]}},
+                         grid={"domains": ["photo"]})
+    with pytest.raises(UserError, match=r"photo/dog/again: a link back to .*photo"):
+        acquire_dataset(params, "folder")

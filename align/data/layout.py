@@ -26,12 +26,34 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def visible_files(folder: Path) -> list[Path]:
     """Every file under `folder`, in sub-folders too, sorted; hidden files and folders (names
-    starting with a dot: `.git`, macOS `._x.jpg` forks) are not part of a dataset."""
+    starting with a dot: `.git`, macOS `._x.jpg` forks) are not part of a dataset.
+
+    Folder links are followed (a linked class folder is as much part of the dataset as a linked
+    domain folder); a link back to a folder that contains it is a UserError naming it."""
     found = []
-    for parent, subfolders, names in os.walk(folder):
+    for parent, subfolders, names in os.walk(folder, followlinks=True):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found += [Path(parent, name) for name in sorted(names) if not name.startswith(".")]
+        here = Path(parent)
+        for name in subfolders:
+            if (here / name).is_symlink() and _links_back(here / name, folder):
+                raise UserError(
+                    f"{here / name}: a link back to {(here / name).resolve()}, which contains it;"
+                    " remove the link (the folder would be read forever)"
+                )
+        found += [here / name for name in sorted(names) if not name.startswith(".")]
     return found
+
+
+def _links_back(link: Path, top: Path) -> bool:
+    """Whether the folder `link` points at is one of the folders from `top` down to the link."""
+    target = link.resolve()
+    ancestor = link.parent
+    while True:
+        if ancestor.resolve() == target:
+            return True
+        if ancestor == top or ancestor == ancestor.parent:
+            return False
+        ancestor = ancestor.parent
 
 
 def copy_domains(
