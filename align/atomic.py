@@ -1,8 +1,9 @@
 """Writing a file so that its path holds either the old content or the complete new one, never a
 half-written file that looks finished (a killed stage leaves at most a hidden `.<name>.tmp`).
 
-A full disk (or quota) is reported here once for every writer (JSON, shards, checkpoints,
-figures) as one line naming the file, instead of an OSError or torch's "unexpected pos".
+A full disk (or quota), and a file size limit (`ulimit -f`), are reported here once for every
+writer (JSON, shards, checkpoints, figures) as one line naming the file, instead of an OSError or
+torch's "unexpected pos".
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield partial
         os.replace(partial, path)
     except OSError as error:
+        if error.errno == errno.EFBIG:
+            raise UserError(_size_limit_message(path)) from None
         if error.errno not in DISK_FULL_ERRNOS:
             raise
         raise UserError(
@@ -43,12 +47,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except RuntimeError as error:
         if not any(text in str(error) for text in TORCH_WRITE_FAILURES):
             raise
+        if partial.exists() and partial.stat().st_size >= _file_size_limit():
+            raise UserError(_size_limit_message(path)) from None
         raise UserError(
             f"{path}: could not be written (torch: {str(error).splitlines()[0]}); the disk is"
             f" full or failing ({_free(path)} free): free space there and rerun"
         ) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _file_size_limit() -> float:
+    """This process's largest writable file in bytes (`ulimit -f`), inf when unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return float("inf") if soft == resource.RLIM_INFINITY else soft
+
+
+def _size_limit_message(path: Path) -> str:
+    limit = _file_size_limit()
+    shown = "unknown" if limit == float("inf") else f"{limit / 1024:.0f} KiB"
+    return (f"{path}: could not be written, larger than this shell's file size limit ({shown});"
+            " raise it (`ulimit -f unlimited`) and rerun")
 
 
 def _free(path: Path) -> str:

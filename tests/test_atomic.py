@@ -50,3 +50,39 @@ def test_other_failures_inside_an_atomic_write_are_not_disguised(tmp_path: Path)
     with pytest.raises(TypeError):
         write_json_atomically(tmp_path / "x.json", {"not serialisable": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def file_size_limit():
+    """`ulimit -f 64` (KiB) for the test: a write past it fails with EFBIG (Python ignores the
+    SIGXFSZ that would otherwise kill the process), whatever the disk's free space."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    yield 64 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_file_size_limit_is_named_as_such_not_as_a_full_disk(
+    tmp_path: Path, file_size_limit: int
+) -> None:
+    target = tmp_path / "metrics.json"
+    with pytest.raises(UserError) as caught:
+        write_json_atomically(target, {"new": list(range(100_000))})
+    message = str(caught.value)
+    assert message.startswith(f"{target}: ") and "\n" not in message
+    assert "file size limit" in message and "64 KiB" in message and "ulimit -f" in message
+    assert "disk" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_size_limit_while_torch_saves_is_named_as_such(
+    tmp_path: Path, file_size_limit: int
+) -> None:
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(UserError) as caught:
+        atomic_torch_save({"weights": torch.zeros(100_000)}, target)
+    message = str(caught.value)
+    assert "file size limit" in message and "disk" not in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
