@@ -4,6 +4,7 @@
 # What a job depends on is decided in one place, align/identity.py: each rule carries its job's
 # identity key as a param (the parameters it reads after resolution, the code it runs and its
 # upstream jobs' keys), so Snakemake reruns a job exactly when DVC does. Inputs only order jobs.
+import shlex
 import sys
 
 from align.config import load_params
@@ -18,8 +19,10 @@ except UserError as error:
 
 DATASET = PARAMS.dataset
 DATA = str(PARAMS.data.root)
-# `{threads}` is each rule's own (`threads:`), filled in by Snakemake when the job runs.
-ALIGN = f"align --params {PARAMS_FILE} --threads {{threads}}"
+# Jobs run `align` with the interpreter running Snakemake, which has just imported it: no
+# activated environment is needed. `{threads}` is each rule's own (`threads:`), filled in by
+# Snakemake when the job runs.
+ALIGN = f"{shlex.quote(sys.executable)} -m align.cli --params {PARAMS_FILE} --threads {{threads}}"
 IDENTITIES = Identities(PARAMS)
 
 
