@@ -29,11 +29,20 @@ def dataset_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset name (default: `dataset` in params.yaml)")
 
 
-@command("acquire", "download, extract or generate a dataset's raw images", dataset_argument)
+def acquire_arguments(parser: argparse.ArgumentParser) -> None:
+    dataset_argument(parser)
+    parser.add_argument(
+        "--refresh", action="store_true",
+        help="first delete the dataset's downloads pinned in <data.root>/checksums.json, and "
+        "those entries, to download and pin them again (a wrong archive pinned by mistake)",
+    )
+
+
+@command("acquire", "download, extract or generate a dataset's raw images", acquire_arguments)
 def acquire(params: Params, args: argparse.Namespace) -> None:
     from align.data.acquire import acquire_dataset
 
-    acquire_dataset(params, args.dataset or params.dataset)
+    acquire_dataset(params, args.dataset or params.dataset, refresh=args.refresh)
 
 
 @command("split", "split each domain 6:2:2 by class, skipping unreadable files", dataset_argument)

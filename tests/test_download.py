@@ -44,7 +44,8 @@ class ServerState:
     files: dict[str, bytes] = field(default_factory=dict)
     faults: dict[str, list[str]] = field(default_factory=dict)
     """Per path, what the next requests do: "503", "503-retry-after" (asks to wait an hour),
-    "ignore-range", "drop-after-<bytes>" or "trickle" (a byte every 0.1 s)."""
+    "ignore-range", "drop-after-<bytes>" or "trickle" (a byte every 0.1 s), or several joined
+    by "+" ("ignore-range+drop-after-30000": a server that restarts and cuts every transfer)."""
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     """(path, Range header) of every request, in order."""
 
@@ -60,10 +61,10 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         range_header = self.headers.get("Range")
         state.requests.append((path, range_header))
-        fault = state.faults[path].pop(0) if state.faults.get(path) else ""
-        if fault.startswith("503"):
+        faults = state.faults[path].pop(0).split("+") if state.faults.get(path) else []
+        if "503" in faults or "503-retry-after" in faults:
             self.send_response(503)
-            if fault == "503-retry-after":
+            if "503-retry-after" in faults:
                 self.send_header("Retry-After", "3600")
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -73,7 +74,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
             return
         body = state.files[path]
         start = 0
-        if range_header and fault != "ignore-range":
+        if range_header and "ignore-range" not in faults:
             start = int(re.fullmatch(r"bytes=(\d+)-", range_header)[1])
             if start >= len(body):
                 self.send_error(416)
@@ -85,7 +86,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         payload = body[start:]
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        if fault == "trickle":
+        if "trickle" in faults:
             try:
                 for byte in payload[:50]:  # the client gives up long before
                     self.wfile.write(bytes([byte]))
@@ -94,9 +95,11 @@ class ScriptedHandler(BaseHTTPRequestHandler):
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it did
             return
-        if fault.startswith("drop-after-"):
+        drops = [int(fault.removeprefix("drop-after-")) for fault in faults
+                 if fault.startswith("drop-after-")]
+        if drops:
             # Announce the whole length, send a prefix, hang up: an interrupted transfer.
-            self.wfile.write(payload[: int(fault.removeprefix("drop-after-"))])
+            self.wfile.write(payload[: drops[0]])
             return
         self.wfile.write(payload)
 
@@ -549,6 +552,84 @@ def test_a_trickling_google_drive_download_is_cancelled_as_stalled(
         download_gdrive("FILE_ID", tmp_path / "VLCS.tar.gz", lock_file=tmp_path / "lock.json",
                         stall_s=0.5, retries=0)
     assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(("backoff_s", "sleeps"), [(1.0, [2.0, 4.0, 8.0]), (40.0, [60.0] * 3)])
+def test_a_server_that_ignores_range_and_cuts_every_transfer_is_given_up_with_back_off(
+    server: ServerState, tmp_path: Path, no_sleep: list[float], backoff_s: float,
+    sleeps: list[float],
+) -> None:
+    # Every attempt restarts from byte 0 and is cut at the same place: more than 1 KiB arrives
+    # each time, but the .part never gets further than after the first attempt.
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["ignore-range+drop-after-30000"] * 100
+    url = server.url("/blob.bin")
+    with pytest.raises(UserError, match="gave up after 5 failed attempts") as error:
+        fetch(url, tmp_path / "blob.bin", sha256=BLOB_SHA256, backoff_s=backoff_s)
+    assert len(server.requests) == 5  # one attempt that progressed, then retries=4 without
+    assert no_sleep == sleeps  # exponential in the streak's failures, at most MAX_BACKOFF_S
+    message = str(error.value)
+    assert url in message and "IncompleteRead(30000 bytes read" in message
+    assert "data.download.retry_s = 120" in message and "\n" not in message
+    assert partial_path(tmp_path / "blob.bin").stat().st_size == 30_000  # kept, to resume
+
+
+def test_a_download_that_progresses_every_time_stops_at_the_attempts_cap(
+    server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["drop-after-20000"] * 10
+    with pytest.raises(UserError, match="gave up after 3 failed attempts") as error:
+        fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256, attempts=3)
+    assert "data.download.attempts = 3" in str(error.value)
+    assert len(server.requests) == 3
+    assert partial_path(tmp_path / "blob.bin").stat().st_size == 60_000  # the next run resumes
+
+
+def test_a_transfer_trickling_just_above_the_stall_threshold_stops_at_the_time_cap(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a 1-byte threshold, a byte every 0.1 s is never stalled: only total_s ends it.
+    monkeypatch.setattr(download_module, "STALL_BYTES", 1)
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["trickle"] * 10
+    started = time.monotonic()
+    with pytest.raises(UserError) as error:
+        fetch(server.url("/blob.bin"), tmp_path / "blob.bin", stall_s=0.3, total_s=1.0)
+    assert time.monotonic() - started < 3
+    message = str(error.value)
+    assert "data.download.total_s = 1 s" in message and "\n" not in message
+    assert len(server.requests) == 1
+    assert 0 < partial_path(tmp_path / "blob.bin").stat().st_size < 30  # kept, to resume
+
+
+def test_retries_stop_at_the_time_cap_whatever_retry_s_says(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.files["/blob.bin"] = BLOB
+    server.faults["/blob.bin"] = ["503-retry-after"] * 1000
+    started = time.monotonic()
+    with pytest.raises(UserError, match="HTTP 503") as error:
+        fetch(server.url("/blob.bin"), tmp_path / "blob.bin", retries=1000, retry_s=1000,
+              backoff_s=0.01, total_s=0.5)
+    assert time.monotonic() - started < 3  # the server asked for an hour
+    assert "data.download.total_s = 0.5 s" in str(error.value)
+
+
+def test_a_google_drive_download_stops_at_the_time_cap(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gdown reports progress per 512 KiB chunk: a stall_s longer than total_s stands for a
+    # trickle that is never stalled.
+    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    server.files["/uc"] = BLOB
+    server.faults["/uc"] = ["trickle"] * 10
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"data\.download\.total_s = 1 s") as error:
+        download_gdrive("FILE_ID", tmp_path / "VLCS.tar.gz", lock_file=tmp_path / "lock.json",
+                        stall_s=30, total_s=1.0, retries=0)
+    assert time.monotonic() - started < 4 and "\n" not in str(error.value)
 
 
 def make_tar_bytes(mode: str) -> bytes:

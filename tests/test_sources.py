@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import pytest
 from conftest import make_params
 from PIL import Image
 
+from align.cli import main
 from align.data import download as download_module
 from align.data.acquire import acquire_dataset
 from align.data.sources.folder import Folder, FolderConfig
@@ -127,6 +129,78 @@ def test_vlcs_download_that_differs_from_the_lock_file_is_refused(
     with pytest.raises(UserError, match="checksum mismatch.*" + "a" * 64):
         acquire(project, "vlcs", {"url": f"{base_url}/VLCS.tar.gz", "domains": VLCS_DOMAINS})
     assert not (project / "data" / "downloads" / "VLCS.tar.gz").exists()
+
+
+def make_wrong_layout_archive(path: Path) -> Path:
+    """A valid .tar.gz, but of another dataset: PACS/<domain>/<class>/<image>."""
+    with tarfile.open(path, "w:gz") as tar:
+        add_bytes(tar, "PACS/photo/dog/a.jpg", tiny_jpeg(0))
+    return path
+
+
+def make_gzipped_html(path: Path) -> Path:
+    path.write_bytes(gzip.compress(b"<!DOCTYPE html><html>Sign in to continue</html>", mtime=0))
+    return path
+
+
+def locked(project: Path) -> dict[str, str]:
+    lock = project / "data" / "checksums.json"
+    return json.loads(lock.read_text()) if lock.exists() else {}
+
+
+@pytest.mark.parametrize(
+    ("make_payload", "expected"),
+    [(make_wrong_layout_archive, "domain.s. Caltech101, LabelMe, SUN09 not found"),
+     (make_gzipped_html, "not a tar or zip archive")],
+    ids=["wrong-layout", "gzipped-html"],
+)
+def test_a_vlcs_download_that_is_not_vlcs_is_deleted_and_not_pinned(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path, make_payload, expected: str
+) -> None:
+    folder, base_url = served
+    make_payload(folder / "VLCS.tar.gz")
+    config = {"url": f"{base_url}/VLCS.tar.gz", "domains": VLCS_DOMAINS}
+    with pytest.raises(UserError, match=expected) as error:
+        acquire(project, "vlcs", config)
+    message = str(error.value)
+    assert "the download was deleted and its checksum not pinned" in message
+    assert f"{base_url}/VLCS.tar.gz" in message and "\n" not in message
+    assert "vlcs:VLCS.tar.gz" not in locked(project)
+    assert list((project / "data" / "downloads").iterdir()) == []
+
+    # The right archive at another URL: downloaded (nothing wrong is cached), then pinned.
+    (folder / "mirror").mkdir()
+    archive = make_vlcs_archive(vlcs_mini, folder / "mirror" / "VLCS.tar.gz")
+    raw = acquire(project, "vlcs", {**config, "url": f"{base_url}/mirror/VLCS.tar.gz"})
+    assert relative_files(raw) == relative_files(vlcs_mini)
+    assert locked(project) == {"vlcs:VLCS.tar.gz": sha256_of(archive)}
+
+
+def test_a_wrong_archive_pinned_before_says_how_to_refresh_and_refresh_replaces_it(
+    project: Path, served: tuple[Path, str], vlcs_mini: Path, tmp_path: Path
+) -> None:
+    # A wrong archive whose sha256 an earlier version pinned (and someone committed).
+    downloads = project / "data" / "downloads"
+    downloads.mkdir(parents=True)
+    wrong = make_wrong_layout_archive(downloads / "VLCS.tar.gz")
+    others = {"terra_incognita:eccv_18_annotations.tar.gz": "b" * 64}
+    lock = {"vlcs:VLCS.tar.gz": sha256_of(wrong), **others}
+    (project / "data" / "checksums.json").write_text(json.dumps(lock))
+    folder, base_url = served
+    archive = make_vlcs_archive(vlcs_mini, folder / "VLCS.tar.gz")
+    config = {"url": f"{base_url}/VLCS.tar.gz", "domains": VLCS_DOMAINS}
+    with pytest.raises(UserError, match="not found") as error:
+        acquire(project, "vlcs", config)
+    message = str(error.value)
+    assert "align acquire --dataset vlcs --refresh" in message and "\n" not in message
+    assert locked(project) == lock and wrong.is_file()  # pinned before this run: kept
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps({"data": {"root": str(project / "data")},
+                                       "datasets": {"vlcs": config}}))
+    assert main(["--params", str(params_file), "acquire", "--dataset", "vlcs", "--refresh"]) == 0
+    assert relative_files(project / "data" / "raw" / "vlcs") == relative_files(vlcs_mini)
+    assert locked(project) == {"vlcs:VLCS.tar.gz": sha256_of(archive), **others}
 
 
 def test_vlcs_without_url_downloads_from_google_drive(
@@ -266,6 +340,53 @@ def test_terra_incognita_downloads_and_builds_domainbed_layout(
     }
     assert sorted(path.name for path in (project / "data" / "raw").iterdir()) == [
         "terra_incognita", "terra_incognita.counts.json",
+    ]
+
+
+def test_terra_incognita_annotations_without_camera_traps_json_are_deleted_and_not_pinned(
+    project: Path, served: tuple[Path, str]
+) -> None:
+    folder, base_url = served
+    images = make_images_archive(folder / "eccv_18_all_images_sm.tar.gz")
+    with tarfile.open(folder / "eccv_18_annotations.tar.gz", "w:gz") as tar:
+        add_bytes(tar, "eccv_18_annotation_files/notes.json", b'{"about": "not annotations"}')
+    config = {"images_url": f"{base_url}/eccv_18_all_images_sm.tar.gz",
+              "annotations_url": f"{base_url}/eccv_18_annotations.tar.gz"}
+    with pytest.raises(UserError, match="no COCO camera-traps JSON") as error:
+        acquire(project, "terra_incognita", config)
+    assert "the download was deleted and its checksum not pinned" in str(error.value)
+    assert f"{base_url}/eccv_18_annotations.tar.gz" in str(error.value)
+    assert locked(project) == {}
+    # The annotations are checked before the images are downloaded: nothing is left.
+    assert list((project / "data" / "downloads").iterdir()) == []
+
+    (folder / "mirror").mkdir()
+    annotations = make_annotations_archive(folder / "mirror" / "eccv_18_annotations.tar.gz")
+    config["annotations_url"] = f"{base_url}/mirror/eccv_18_annotations.tar.gz"
+    assert relative_files(acquire(project, "terra_incognita", config)) == EXPECTED_TERRA
+    assert locked(project) == {
+        "terra_incognita:eccv_18_all_images_sm.tar.gz": sha256_of(images),
+        "terra_incognita:eccv_18_annotations.tar.gz": sha256_of(annotations),
+    }
+
+
+def test_terra_incognita_images_without_the_annotated_files_are_deleted_and_not_pinned(
+    project: Path, served: tuple[Path, str]
+) -> None:
+    folder, base_url = served
+    annotations = make_annotations_archive(folder / "eccv_18_annotations.tar.gz")
+    make_wrong_layout_archive(folder / "eccv_18_all_images_sm.tar.gz")
+    config = {"images_url": f"{base_url}/eccv_18_all_images_sm.tar.gz",
+              "annotations_url": f"{base_url}/eccv_18_annotations.tar.gz"}
+    with pytest.raises(UserError, match="no images for location_38") as error:
+        acquire(project, "terra_incognita", config)
+    assert "the download was deleted and its checksum not pinned" in str(error.value)
+    # The annotations were fine: kept and pinned; the images were not.
+    assert locked(project) == {
+        "terra_incognita:eccv_18_annotations.tar.gz": sha256_of(annotations),
+    }
+    assert [path.name for path in (project / "data" / "downloads").iterdir()] == [
+        "eccv_18_annotations.tar.gz"
     ]
 
 

@@ -66,20 +66,23 @@ class TerraIncognita(DatasetSource):
         if config.folder is not None:
             counts = copy_domains(config.folder, raw_dir, self.domains(), config.classes)
         else:
-            # The small annotations first: a wrong URL fails before hours of image download.
+            # The small annotations first, checked: a wrong URL or param fails before hours of
+            # image download.
             annotations_archive = config.annotations_archive or self._download(
                 downloads, config.annotations_url, config.annotations_sha256
             )
-            images_archive = config.images_archive or self._download(
-                downloads, config.images_url, config.images_sha256
-            )
             with scratch_folder(raw_dir) as scratch:
-                annotations = extract_archive(annotations_archive, scratch / "annotations")
-                selected = select_images(
-                    load_camera_traps(annotations), config.locations, config.classes
+                with downloads.provisional(annotations_archive):
+                    annotations = extract_archive(annotations_archive, scratch / "annotations")
+                    camera_traps = load_camera_traps(annotations)
+                selected = select_images(camera_traps, config.locations, config.classes)
+                self._check_selected(selected)
+                images_archive = config.images_archive or self._download(
+                    downloads, config.images_url, config.images_sha256
                 )
-                images = extract_archive(images_archive, scratch / "images")
-                counts = self._link_selected(selected, images, raw_dir)
+                with downloads.provisional(images_archive):
+                    images = extract_archive(images_archive, scratch / "images")
+                    counts = self._link_selected(selected, images, raw_dir)
         report = counts_path(raw_dir)
         report.write_text(json.dumps(counts, indent=2) + "\n")
         for domain, per_class in counts.items():
@@ -90,6 +93,18 @@ class TerraIncognita(DatasetSource):
         name = PurePosixPath(urlsplit(url).path).name
         return downloads.http(url, name, sha256=sha256, checksum_key=f"terra_incognita:{name}",
                               offline_hint=OFFLINE_HINT)
+
+    def _check_selected(self, selected: list[tuple[str, str, str]]) -> None:
+        """Every location has annotated images of a wanted class: else the params (or the
+        annotations) are wrong, and the images archive would not help."""
+        empty = sorted(set(self.domains()) - {domain for domain, _, _ in selected},
+                       key=self.domains().index)
+        if empty:
+            raise UserError(
+                f"terra_incognita: no annotated images for {', '.join(empty)} with a class in "
+                "datasets.terra_incognita.classes; check the locations and classes (or the "
+                "annotations)"
+            )
 
     def _link_selected(
         self, selected: list[tuple[str, str, str]], images_root: Path, raw_dir: Path

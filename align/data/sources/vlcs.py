@@ -48,7 +48,7 @@ class VLCS(DatasetSource):
             self._copy_from(self.config.folder, raw_dir)
             return
         archive = self.config.archive or self._download(downloads)
-        with scratch_folder(raw_dir) as scratch:
+        with downloads.provisional(archive), scratch_folder(raw_dir) as scratch:
             self._copy_from(extract_archive(archive, scratch / "extracted"), raw_dir)
 
     def _download(self, downloads: Downloads) -> Path:
