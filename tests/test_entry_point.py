@@ -61,3 +61,18 @@ def test_snakemake_runs_align_from_its_own_environment(project: Path) -> None:
     result = run_bare(command, project)
     assert result.returncode == 0, result.stderr
     assert (project / "data" / "raw" / "synthetic" / "gradient").is_dir()
+
+
+@pytest.mark.parametrize("override", ['methods={"align":{"lambda3":0.3}}', "grid={'seeds':[0,1]}",
+                                      "dataset=vlcs"])
+def test_a_snakemake_config_override_other_than_params_stops_in_one_line(
+    project: Path, override: str
+) -> None:
+    # Jobs read params.yaml, so an override Snakemake alone sees did nothing ("Nothing to be done").
+    result = run_bare([str(BIN / "snakemake"), "-n", "--config", override], project)
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if line.startswith("snakemake:")]
+    assert len(said) == 1, result.stderr
+    assert "--config params=" in said[0] and "params.yaml" in said[0]
+    key = override.split("=")[0]
+    assert f"--config {key}" in said[0]

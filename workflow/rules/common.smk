@@ -12,6 +12,15 @@ from align.errors import UserError
 from align.identity import Identities, dataset_job, run_job
 
 PARAMS_FILE = config.get("params", "params.yaml")
+# Every job reads its parameters from that file, so an override that only Snakemake sees would
+# change nothing (`--config grid=...` used to end in "Nothing to be done"): refused in one line.
+ignored = sorted(set(config) - {"params"})
+if ignored:
+    sys.exit(
+        f"snakemake: --config {ignored[0]}=... is not read: every job reads {PARAMS_FILE}. Edit"
+        f" it, or pass a copy with the change as --config params=<file> (`dvc exp run -S"
+        f" {ignored[0]}=...` for an experiment)"
+    )
 try:
     PARAMS = load_params(PARAMS_FILE)
 except UserError as error:
