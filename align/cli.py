@@ -134,6 +134,30 @@ def check_params(params: Params, args: argparse.Namespace) -> None:
     print(params.model_dump_json(indent=2))
 
 
+STAGE_OF_COMMAND = {"acquire": "acquire", "split": "split", "shard": "shard",
+                    "sam-masks": "sam_masks", "train": "train", "evaluate": "evaluate",
+                    "report": "report"}
+
+
+def seal_job(params: Params, args: argparse.Namespace) -> None:
+    """Record what a stage command's job left at the pipeline's places (`align.outputs`), so
+    that Snakemake notices when it is changed by hand; outputs written elsewhere (another
+    `--runs-root` or `--results`) are not the pipeline's."""
+    from align.identity import dataset_job, run_job
+    from align.outputs import RESULTS_ROOT, RUNS_ROOT, seal
+
+    stage = STAGE_OF_COMMAND.get(args.command)
+    if stage is None or getattr(args, "runs_root", RUNS_ROOT) != RUNS_ROOT:
+        return
+    if getattr(args, "results", RESULTS_ROOT) != RESULTS_ROOT:
+        return
+    dataset = getattr(args, "dataset", None) or params.dataset
+    if stage in ("train", "evaluate"):
+        seal(params, run_job(stage, dataset, args.domain, args.method, args.seed))
+    else:
+        seal(params, dataset_job(stage, dataset))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description=__doc__)
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
@@ -158,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     _, function, _ = COMMANDS[args.command]
     try:
         use_threads(args.threads if args.threads is not None else threads_from_env())
-        function(load_params(args.params), args)
+        params = load_params(args.params)
+        function(params, args)
+        seal_job(params, args)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader of our output went away (`align check-params | head -1`): not a fault. The

@@ -152,8 +152,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         else:
             shutil.copy(source, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     bin_dir = Path(sys.executable).parent
+    # A checkout has its .venv, where DVC's stages find `align` when no environment is activated
+    # (`.venv/bin/python -m pytest`): workflow/align.
+    (root / ".venv").symlink_to(bin_dir.parent, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], root, env)
     run([str(bin_dir / "snakemake"), "-c1", "--quiet", "all"], root, env)
     run([sys.executable, "-m", "align.cli", "identify"], root, env)

@@ -4,12 +4,15 @@
 # What a job depends on is decided in one place, align/identity.py: each rule carries its job's
 # identity key as a param (the parameters it reads after resolution, the code it runs and its
 # upstream jobs' keys), so Snakemake reruns a job exactly when DVC does. Inputs only order jobs.
+# What a job left is sealed by the job itself (align/outputs.py) and checked below.
 import shlex
 import sys
+from pathlib import Path
 
 from align.config import load_params
 from align.errors import UserError
 from align.identity import Identities, dataset_job, run_job
+from align.outputs import remove_damaged
 
 PARAMS_FILE = config.get("params", "params.yaml")
 # Every job reads its parameters from that file, so an override that only Snakemake sees would
@@ -25,6 +28,18 @@ try:
     PARAMS = load_params(PARAMS_FILE)
 except UserError as error:
     sys.exit(f"snakemake: {error}")
+
+# An output changed by hand since its job wrote it (a truncated model, an edited shard, deleted
+# evaluations) is invisible to Snakemake's times and records: it and what was made from it are
+# removed now (stored copies stay), so this run, or dry run, rebuilds exactly those.
+# Not while another Snakemake works here (its locks): its jobs' outputs are being written.
+if workflow.is_main_process:
+    if any(Path(".snakemake", "locks").glob("*.lock")):
+        print("snakemake: another Snakemake holds this folder's locks: outputs changed by hand"
+              " are not looked for", file=sys.stderr)
+    else:
+        for line in remove_damaged(PARAMS):
+            print(f"snakemake: {line}", file=sys.stderr)
 
 DATASET = PARAMS.dataset
 DATA = str(PARAMS.data.root)
