@@ -28,6 +28,8 @@ from align.errors import UserError
 from align.identity import iter_leaf_keys
 
 REPO = Path(__file__).resolve().parents[1]
+BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""A PATH without the project's environment: a shell before `source .venv/bin/activate`."""
 PROJECT_FILES = ("align", "dvc.yaml", "Snakefile", "workflow", ".dvcignore")
 CODE_AREAS = {
     "acquire: a dataset source": "align/data/sources/synthetic.py",
@@ -153,10 +155,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
             shutil.copy(source, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     bin_dir = Path(sys.executable).parent
-    # A checkout has its .venv, where DVC's stages find `align` when no environment is activated
-    # (`.venv/bin/python -m pytest`): workflow/align.
+    # A checkout has its .venv, and nothing is activated: DVC's stages find `align` there
+    # (workflow/align), Snakemake's jobs run the interpreter running Snakemake.
     (root / ".venv").symlink_to(bin_dir.parent, target_is_directory=True)
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    assert shutil.which("align", path=BARE_PATH) is None, "an `align` outside the project's venv"
+    env = {**os.environ, "PATH": BARE_PATH, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    env.pop("VIRTUAL_ENV", None)
     run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], root, env)
     run([str(bin_dir / "snakemake"), "-c1", "--quiet", "all"], root, env)
     run([sys.executable, "-m", "align.cli", "identify"], root, env)
@@ -218,7 +222,8 @@ def test_every_knob_and_code_area_reruns_the_same_jobs_everywhere(project):
 
 
 def test_reverting_a_knob_restores_the_earlier_results_without_recomputing(project):
-    # Last in this module: it leaves the copy on the original parameters but with outputs rewritten.
+    # It leaves the copy on the original parameters with outputs rewritten, in sync for Snakemake
+    # (the tests after it use Snakemake alone), not for DVC.
     root, env = project
     bin_dir = Path(sys.executable).parent
     dvc, snakemake = [str(bin_dir / "dvc"), "repro"], [str(bin_dir / "snakemake"), "-c1", "all"]
@@ -245,3 +250,64 @@ def test_reverting_a_knob_restores_the_earlier_results_without_recomputing(proje
     # Snakemake reruns the jobs (their params changed back), and each finds its stored result.
     stored = root / "runs" / ".store" / "evaluate"
     assert len([p for p in stored.iterdir() if not p.name.startswith(".")]) == 4
+
+
+# Outputs changed by hand after their job wrote them: Snakemake, which compares times and its own
+# records rather than content, rebuilds them and what was made from them (align/outputs.py). DVC
+# compares content itself. Each case ran into "Nothing to be done" (or a failed evaluation) before.
+ERM_RUN = Path("runs/synthetic/gradient/erm/seed0")
+
+
+def snakemake_for(project: tuple[Path, dict[str, str]], *arguments: str) -> str:
+    """Run Snakemake in the project; returns what it said on stderr (the damage lines)."""
+    root, env = project
+    result = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-c1", *arguments],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_a_truncated_model_is_trained_again(project):
+    root, _ = project
+    model = root / ERM_RUN / "model.pt"
+    size = model.stat().st_size
+    with model.open("r+b") as file:  # a hard link into the store: the stored copy too
+        file.truncate(size // 2)
+    said = snakemake_for(project, str(ERM_RUN / "eval"), "--quiet", "all")
+    assert f"train/synthetic/gradient/erm/seed0: {ERM_RUN}/model.pt was changed" in said
+    assert model.stat().st_size == size
+    assert (root / ERM_RUN / "eval" / "noise.json").is_file()
+
+
+def test_a_hand_edited_shard_is_rebuilt_and_the_rest_found_in_the_store(project):
+    root, _ = project
+    shard = sorted((root / "data" / "shards" / "synthetic").rglob("*.tar"))[0]
+    original = shard.read_bytes()
+    shard.unlink()  # an editor writes a new file
+    shard.write_bytes(original[: len(original) // 2] + bytes(len(original) - len(original) // 2))
+    model_inode = (root / ERM_RUN / "model.pt").stat().st_ino
+    said = snakemake_for(project, "results/ood_table.csv", "--quiet", "all")
+    assert "shard/synthetic: " in said and "was changed" in said
+    assert shard.read_bytes() == original
+    # The same shards again: the run is linked from the store, not trained again.
+    assert (root / ERM_RUN / "model.pt").stat().st_ino == model_inode
+
+
+def test_deleted_evaluations_are_rebuilt_but_not_while_another_snakemake_works_here(project):
+    root, _ = project
+    shutil.rmtree(root / ERM_RUN / "eval")
+    table = root / "results" / "ood_table.csv"
+    # While another Snakemake works here its jobs' outputs may be half replaced: nothing is
+    # removed (the table, made from the evaluations, stays).
+    locks = root / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.output.lock").write_text(str(root / ERM_RUN / "eval"))
+    try:
+        said = snakemake_for(project, "-n", "results/ood_table.csv")
+    finally:
+        (locks / "0.output.lock").unlink()
+    assert "another Snakemake holds this folder's locks" in said and table.is_file()
+    said = snakemake_for(project, "results/ood_table.csv", "--quiet", "all")
+    assert f"evaluate/synthetic/gradient/erm/seed0: {ERM_RUN}/eval/gradient.json is missing" in said
+    assert (root / ERM_RUN / "eval" / "noise.json").is_file() and table.is_file()
+    assert "Nothing to be done" in snakemake_for(project, "-n", "all")
