@@ -40,7 +40,8 @@ import align
 from align.atomic import write_text_atomically
 from align.config import Params, select
 from align.data.registry import DATASETS
-from align.methods.base import METHODS, resolve_config
+from align.experiment import canonical_method, configured_methods, method_source
+from align.methods.base import METHODS
 
 STAGES = ("acquire", "split", "shard", "sam_masks", "train", "evaluate", "report")
 PER_RUN_STAGES = ("train", "evaluate")
@@ -217,13 +218,6 @@ def external_fingerprint(path: Path | str | None) -> dict[str, Any] | None:
 # --- what each stage reads ---------------------------------------------------------------------
 
 
-def canonical_method(params: Params, method: str, dataset: str) -> tuple[str, dict[str, Any]]:
-    """(name, resolved config) of the experiment a method name stands for on `dataset`."""
-    entry = METHODS.get(method)  # an unknown name fails here, naming the known ones
-    raw = select(params, f"methods.{method}")
-    return entry.canonical(method, resolve_config(method, raw, dataset))
-
-
 def _dataset_reads(params: Params, job: Job) -> dict[str, Any]:
     config = params.dataset_config(job.dataset)
     paths = {
@@ -321,8 +315,6 @@ def _evaluate_reads(params: Params, job: Job) -> dict[str, Any]:
 
 
 def _report_reads(params: Params, job: Job) -> dict[str, Any]:
-    from align.report.collect import configured_methods, method_source  # the report's own rule
-
     runs = [j for j in grid_jobs(params, job.dataset) if j.stage in PER_RUN_STAGES]
     return {
         "params": {

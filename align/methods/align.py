@@ -56,6 +56,7 @@ def masker_losses(
 
 @register_method("align")
 class Align(GuidedMethod):
+    display_name = "ALIGN"
     Config = AlignConfig
     uses_masker = True
 

@@ -76,6 +76,8 @@ class Method(ABC):
     uses_masker: ClassVar[bool] = False
     mask_source: ClassVar[str | None] = None
     """`gt` or `sam` when the batch must carry a mask of that kind."""
+    display_name: ClassVar[str] = ""
+    """The paper's spelling in tables and figures (`SGDrop`); the registered name when empty."""
 
     def __init__(
         self, config: MethodConfig, generator: torch.Generator, *, total_steps: int

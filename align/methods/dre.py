@@ -80,6 +80,7 @@ def class_balanced_mean(values: Tensor, labels: Tensor, num_classes: int) -> Ten
 
 @register_method("dre")
 class DRE(Method):
+    display_name = "DRE"
     Config = DreConfig
 
     @classmethod

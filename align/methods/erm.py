@@ -10,5 +10,7 @@ from align.methods.base import Batch, Method, Models, register_method
 
 @register_method("erm")
 class ERM(Method):
+    display_name = "ERM"
+
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:
         return {"ce": F.cross_entropy(models.classifier(batch["image"]), batch["label"])}

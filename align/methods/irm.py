@@ -68,6 +68,7 @@ def random_halves(batch_size: int, generator: torch.Generator) -> tuple[Tensor, 
 
 @register_method("irm")
 class IRM(Method):
+    display_name = "IRM"
     Config = IrmConfig
 
     @property

@@ -27,5 +27,7 @@ def grayscale(x: Tensor) -> Tensor:
 
 @register_method("m_gray")
 class GrayGuidance(FixedMaskGuidance):
+    display_name = "m-Gray"
+
     def target_masks(self, batch: Batch) -> Tensor:
         return grayscale(batch["image"])

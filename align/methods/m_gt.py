@@ -14,6 +14,7 @@ from align.methods.guidance import FixedMaskGuidance
 
 @register_method("m_gt")
 class GroundTruthGuidance(FixedMaskGuidance):
+    display_name = "m-GT"
     mask_source = "gt"
 
     def target_masks(self, batch: Batch) -> Tensor:

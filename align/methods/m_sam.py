@@ -15,6 +15,7 @@ from align.methods.guidance import FixedMaskGuidance
 
 @register_method("m_sam")
 class SamGuidance(FixedMaskGuidance):
+    display_name = "m-SAM"
     mask_source = "sam"
 
     def target_masks(self, batch: Batch) -> Tensor:

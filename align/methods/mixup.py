@@ -34,6 +34,7 @@ class MixupConfig(MethodConfig):
 
 @register_method("mixup")
 class Mixup(Method):
+    display_name = "Mixup"
     Config = MixupConfig
 
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:

@@ -54,6 +54,7 @@ def salient_feature_keep(
 
 @register_method("sgdrop")
 class SGDrop(Method):
+    display_name = "SGDrop"
     Config = SgdropConfig
 
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:

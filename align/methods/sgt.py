@@ -90,6 +90,7 @@ def clean_to_masked_kl(clean_logits: Tensor, masked_logits: Tensor) -> Tensor:
 
 @register_method("sgt")
 class SGT(Method):
+    display_name = "SGT"
     Config = SgtConfig
 
     def losses(self, phase: str, batch: Batch, models: Models, step: int) -> dict[str, Tensor]:

@@ -34,6 +34,7 @@ class WithoutGuidanceConfig(MethodConfig):
 
 @register_method("wo_eg")
 class WithoutGuidance(Method):
+    display_name = "w/o EG"
     Config = WithoutGuidanceConfig
 
     @classmethod

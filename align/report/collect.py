@@ -29,30 +29,12 @@ from align.data.split import split_path
 from align.device import pick_device
 from align.errors import UserError
 from align.evaluate import eval_path, masker_blur_accuracy
-from align.identity import canonical_method
+from align.experiment import configured_methods, method_source
 from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL, load_trained
 from align.report.statistics import CONFIDENCE, t_half_width
 from align.runs import RunSpec
-
-MAIN_METHODS = ("erm", "irm", "mixup", "sgt", "sgdrop", "dre", "align")
-"""The baselines and ALIGN, in the order of the paper's Tables 1 and 3."""
-ABLATION_ROWS = ("wo_eg", "m_sam", "m_gray", "m_gt", "align")
-"""Table 2's rows: ALIGN's ablations, then ALIGN itself."""
-DISPLAY_NAMES = {
-    "erm": "ERM",
-    "irm": "IRM",
-    "mixup": "Mixup",
-    "sgt": "SGT",
-    "sgdrop": "SGDrop",
-    "dre": "DRE",
-    "align": "ALIGN",
-    "wo_eg": "w/o EG",
-    "m_sam": "m-SAM",
-    "m_gray": "m-Gray",
-    "m_gt": "m-GT",
-}
 
 MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality",
             "attention", "background_blur")
@@ -67,15 +49,6 @@ TRAINING_METRICS = "metrics.json"
 Record = dict[str, Any]
 MetricPath = tuple[str, ...]
 """Where a number sits in an eval record, e.g. ("mask_quality", "masker", "iou")."""
-
-
-def display_name(method: str) -> str:
-    """The paper's spelling of a method name (`sgdrop` -> `SGDrop`); unknown names unchanged."""
-    return DISPLAY_NAMES.get(method, method)
-
-
-def is_ablation(method: str) -> bool:
-    return method in ABLATION_ROWS and method != "align"
 
 
 @dataclass(frozen=True)
@@ -272,26 +245,6 @@ def missing_reason(record: Record, path: MetricPath) -> str:
         if key in unavailable:
             return str(unavailable[key])
     return f"{'.'.join(path)} not in the eval record"
-
-
-def configured_methods(params: Params) -> list[str]:
-    """`grid.methods`, then Table 2's rows that are not among them."""
-    grid = list(params.grid.methods)
-    return grid + [name for name in ABLATION_ROWS if name not in grid]
-
-
-def method_source(params: Params, method: str) -> tuple[str | None, str]:
-    """(configured method whose runs give `method`'s numbers, note); (None, why) if none does."""
-    if method in params.grid.methods:
-        return method, ""
-    identity = canonical_method(params, method, params.dataset)
-    for other in params.grid.methods:
-        if canonical_method(params, other, params.dataset) == identity:
-            return other, (
-                f"{display_name(method)} is the same experiment as {display_name(other)} with"
-                f" these parameters; its numbers are {display_name(other)}'s runs"
-            )
-    return None, f"{method} not in grid.methods"
 
 
 def method_unavailable(params: Params, method: str) -> str | None:

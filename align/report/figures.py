@@ -29,8 +29,9 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from align.atomic import atomic_path
+from align.experiment import display_name
 from align.metrics import iou, spread
-from align.report.collect import Evaluations, Summary, display_name
+from align.report.collect import Evaluations, Summary
 from align.report.examples import (
     explain_true_class,
     first_test_images,

@@ -19,15 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from align.report.collect import (
-    ABLATION_ROWS,
-    Evaluations,
-    MetricPath,
-    SelectedSteps,
-    Summary,
-    display_name,
-    is_ablation,
-)
+from align.experiment import ABLATION_ROWS, display_name, is_ablation
+from align.report.collect import Evaluations, MetricPath, SelectedSteps, Summary
 
 DIGITS = 2
 CELL_CAPTION = (

@@ -37,7 +37,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
-from align.report.collect import Address, Evaluations, MetricPath, display_name, metric_value
+from align.experiment import display_name
+from align.report.collect import Address, Evaluations, MetricPath, metric_value
 from align.report.statistics import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
