@@ -115,6 +115,9 @@ def identify_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the identity files (default: identities)")
     parser.add_argument("--part", choices=["data", "runs"],
                         help="only the data stages' jobs, or only the others (default: all)")
+    parser.add_argument("--explain", metavar="JOB",
+                        help="print what JOB's identity is made of (e.g. "
+                        "train/synthetic/gradient/erm/seed0) instead of writing the files")
 
 
 @command(
@@ -123,8 +126,11 @@ def identify_arguments(parser: argparse.ArgumentParser) -> None:
     identify_arguments,
 )
 def identify(params: Params, args: argparse.Namespace) -> None:
-    from align.identity import write_identities
+    from align.identity import explain, write_identities
 
+    if args.explain:
+        print(explain(params, args.explain), end="")
+        return
     changed = write_identities(params, args.root, args.dataset, args.part)
     logging.getLogger("align.identify").info("%d identity file(s) changed", len(changed))
 

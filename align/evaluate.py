@@ -36,9 +36,10 @@ from align.data.registry import DATASETS
 from align.data.shards import shards_dir
 from align.data.split import read_split
 from align.device import autocast, computes_in_bf16, pick_device
+from align.digests import content_digest
 from align.errors import UserError
 from align.explain import gradcam
-from align.identity import Identities, content_digest
+from align.identity import Identities
 from align.masks.layout import sam_mask_root, sam_masks_available, status_file
 from align.methods.m_gray import grayscale
 from align.metrics import (
@@ -53,17 +54,12 @@ from align.metrics import (
 )
 from align.models.trained import TrainedRun, load_trained
 from align.provenance import git_commit
-from align.runs import RUNS_ROOT, RunSpec, domain_shard_files, store_root
+from align.runs import EVAL_DIRNAME, RUNS_ROOT, RunSpec, domain_shard_files, store_root
 from align.store import Store, materialize, remove_tree
 
 log = logging.getLogger(__name__)
 
-EVAL_DIRNAME = "eval"
 RECORD_SPEC_FIELDS = ("dataset", "train_domain", "method", "seed")
-
-
-def eval_path(run_dir: Path, target_domain: str) -> Path:
-    return run_dir / EVAL_DIRNAME / f"{target_domain}.json"
 
 
 def evaluation_identity(params: Params, spec: RunSpec, run: TrainedRun) -> dict[str, Any]:
@@ -100,21 +96,18 @@ def evaluate_run(
     run = load_trained(run_dir, pick_device())
     identity = evaluation_identity(params, spec, run)
     key = identity["key"]
-    store = Store(store_root(runs_root, "evaluate"))
-    with store.locked(key):
-        entry = store.verified(key)
-        if entry is None:
-            # Until the new results are complete the run reads as not evaluated, so no report
-            # can pick up records of an earlier evaluation.
-            remove_tree(run_dir / EVAL_DIRNAME)
-            staging = store.staging(key)
-            store.clear_staging(key)
-            for target in read_split(params, spec.dataset)["domains"]:
-                result = evaluate_on_domain(params, spec, run, target, show_progress)
-                result["identity_key"] = key
-                write_json_atomically(staging / f"{target}.json", result, indent=2)
-            write_json_atomically(staging / "identity.json", identity, indent=2)
-            entry = store.finish(key)
+
+    def build(staging: Path) -> None:
+        # Until the new results are complete the run reads as not evaluated, so no report can
+        # pick up records of an earlier evaluation.
+        remove_tree(run_dir / EVAL_DIRNAME)
+        for target in read_split(params, spec.dataset)["domains"]:
+            result = evaluate_on_domain(params, spec, run, target, show_progress)
+            result["identity_key"] = key
+            write_json_atomically(staging / f"{target}.json", result, indent=2)
+        write_json_atomically(staging / "identity.json", identity, indent=2)
+
+    entry = Store(store_root(runs_root, "evaluate")).build(key, build)
     # The folder holds one record per target domain; the identity stays in the store.
     folder = materialize(entry, run_dir / EVAL_DIRNAME, rewrite=partial(name_record, spec),
                          skip=("identity.json",))

@@ -36,10 +36,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import align
 from align.atomic import write_text_atomically
 from align.config import Params, select
 from align.data.registry import DATASETS
+from align.digests import file_digest
+from align.errors import UserError
 from align.experiment import canonical_method, configured_methods, method_source
 from align.methods.base import METHODS
 
@@ -167,17 +171,6 @@ def code_closure(roots: Iterable[str]) -> list[str]:
         seen.add(name)
         pending += imported_modules(name)
     return sorted(seen)
-
-
-@cache
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, computed once per (path, size, modification time)."""
-    stat = path.stat()
-    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
 def code_fingerprint(roots: Iterable[str]) -> dict[str, str]:
@@ -389,14 +382,6 @@ class Identities:
         return {**identity, "key": key_of(identity)}
 
 
-def content_digest(files: Iterable[Path]) -> str:
-    """One sha256 over the names and bytes of `files` (in the given order)."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{file_digest(path)}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 DATA_STAGES = ("acquire", "split", "shard", "sam_masks")
 PARTS = {"data": DATA_STAGES, "runs": (*PER_RUN_STAGES, "report")}
 """The two halves of the identity files: DVC writes the data jobs' before the data stages run and
@@ -435,6 +420,20 @@ def write_identities(
             write_text_atomically(path, text)
             changed.append(path)
     return changed
+
+
+def explain(params: Params, name: str) -> str:
+    """Why the grid job `name` (`train/<dataset>/<domain>/<method>/seed<k>` or `<stage>/<dataset>`,
+    as `dvc status` and Snakemake list them) has its key, as YAML: the parameter values it reads,
+    the digest of each code file and library version it runs, the external files it reads and
+    the keys of its upstream jobs. Two explanations side by side say why a job reran."""
+    dataset = name.split("/")[1] if name.count("/") >= 1 else params.dataset
+    jobs = {job.name: job for job in grid_jobs(params, dataset if dataset in DATASETS else None)}
+    if name not in jobs:
+        examples = ", ".join(sorted(jobs, key=lambda job: (job.count("/"), job))[-2:])
+        raise UserError(f"{name!r} is not a job of the grid; jobs are named like {examples}")
+    identity = Identities(params).of(jobs[name])
+    return yaml.safe_dump({"job": name, **identity}, sort_keys=False, default_flow_style=False)
 
 
 def changed_jobs(before: Params, after: Params) -> set[str]:

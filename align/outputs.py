@@ -26,10 +26,10 @@ from align.config import Params
 from align.data.acquire import raw_dir
 from align.data.shards import shards_dir
 from align.data.split import report_path, split_path
-from align.evaluate import EVAL_DIRNAME  # inside a run's folder, but the evaluate job's output
-from align.identity import IDENTITIES_ROOT, Identities, Job, file_digest, grid_jobs
+from align.digests import file_digest
+from align.identity import IDENTITIES_ROOT, Identities, Job, grid_jobs
 from align.masks.layout import sam_mask_root
-from align.runs import RUNS_ROOT, RunSpec
+from align.runs import EVAL_DIRNAME, RUNS_ROOT, RunSpec
 from align.store import remove_tree
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from typing import Any
 
 from align.config import Params
 from align.data.shards import INDEX_NAME, shards_dir
-from align.identity import Identities, Job, content_digest, run_job
+from align.digests import content_digest
+from align.identity import Identities, Job, run_job
 from align.masks.layout import sam_mask_root, status_file
 from align.methods.base import METHODS
 
@@ -38,6 +39,15 @@ class RunSpec:
 
     def job(self, stage: str = "train") -> Job:
         return run_job(stage, self.dataset, self.domain, self.method, self.seed)
+
+
+EVAL_DIRNAME = "eval"
+"""A run's evaluations, one record per target domain: inside the run's folder, but the output of
+the run's `evaluate` job."""
+
+
+def eval_path(run_dir: Path, target_domain: str) -> Path:
+    return run_dir / EVAL_DIRNAME / f"{target_domain}.json"
 
 
 def store_root(runs_root: Path, stage: str = "train") -> Path:

@@ -26,8 +26,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from align.atomic import write_json_atomically
+from align.digests import file_digest
 from align.errors import UserError
-from align.identity import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,28 @@ class Store:
                     entry, problem)
         remove_tree(entry)
         return None
+
+    def build(
+        self,
+        key: str,
+        build: Callable[[Path], None],
+        *,
+        resume: bool = False,
+        transient: tuple[str, ...] = (),
+    ) -> Path:
+        """The entry of `key`: the stored one when it is whole, else made now by `build(staging)`
+        and sealed (`finish`), all under the key's lock. The staging folder is emptied first,
+        unless `resume` (a killed job's state, e.g. checkpoints, is picked up by `build`)."""
+        with self.locked(key):
+            entry = self.verified(key)
+            if entry is not None:
+                log.info("identical result found in %s, not computing it again", entry)
+                return entry
+            if not resume:
+                self.clear_staging(key)
+            self.staging(key).mkdir(parents=True, exist_ok=True)
+            build(self.staging(key))
+            return self.finish(key, transient=transient)
 
     def finish(self, key: str, transient: tuple[str, ...] = ()) -> Path:
         """Seal the staging folder of `key` into its entry, in one rename; files whose names are

@@ -72,14 +72,10 @@ def train_run(
         raise UserError(f"{spec.domain!r} is not a domain of {spec.dataset} (it has {list(known)})")
     identity = run_identity(params, spec)
     key = identity["key"]
-    store = Store(store_root(runs_root))
-    with store.locked(key):
-        entry = store.verified(key)
-        if entry is not None:
-            log.info("%s: identical run found in %s, not training again", spec, entry)
-        else:
-            Trainer(params, spec, identity, store.staging(key), show_progress).run()
-            entry = store.finish(key, transient=CHECKPOINT_NAMES)
+    entry = Store(store_root(runs_root)).build(
+        key, lambda staging: Trainer(params, spec, identity, staging, show_progress).run(),
+        resume=True, transient=CHECKPOINT_NAMES,
+    )
     return materialize(entry, spec.named_dir(runs_root))
 
 

@@ -19,13 +19,12 @@ from align.device import autocast, computes_in_bf16
 from align.errors import UserError
 from align.evaluate import (
     blur_background,
-    eval_path,
     evaluate_on_domain,
     evaluate_run,
     masker_blur_accuracy,
 )
 from align.models.trained import load_trained
-from align.runs import RunSpec
+from align.runs import RunSpec, eval_path
 from align.train import train_run
 
 DEVICE = torch.device("cpu")

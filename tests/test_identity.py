@@ -4,8 +4,10 @@ orchestrators are checked against them in test_parity.py)."""
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import TINY_SYNTHETIC, make_params, with_sections
 
+from align.config import load_params
 from align.data.sources.synthetic import Synthetic
 from align.identity import (
     Identities,
@@ -104,3 +106,27 @@ def test_identity_files_are_rewritten_only_when_their_content_changes(params, tm
         for job in grid_jobs(params)
         if job.stage in ("train", "evaluate") and job.method == "align" or job.stage == "report"
     }
+
+
+def test_explain_says_what_a_jobs_key_is_made_of(capsys) -> None:
+    # "Why did this rerun?": the parameters, code files, library versions and upstream keys.
+    from align.cli import main
+
+    assert main(["identify", "--explain", "train/synthetic/gradient/erm/seed0"]) == 0
+    explained = yaml.safe_load(capsys.readouterr().out)
+    params = load_params("params.yaml")
+    job = run_job("train", "synthetic", "gradient", "erm", 0)
+    assert explained["job"] == "train/synthetic/gradient/erm/seed0"
+    assert explained["key"] == Identities(params).key(job)
+    assert explained["params"]["method"] == "erm" and explained["params"]["seed"] == 0
+    assert "align.train" in explained["code"] and "torch" in explained["code"]
+    assert set(explained["inputs"]) == {"shard/synthetic"}
+
+
+def test_explain_of_an_unknown_job_is_one_line(capsys) -> None:
+    from align.cli import main
+
+    assert main(["identify", "--explain", "train/synthetic/nowhere/erm/seed0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not a job of the grid" in error
+    assert "train/synthetic/" in error

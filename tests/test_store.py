@@ -158,7 +158,7 @@ def test_two_processes_asking_for_one_run_train_it_once(tiny_synthetic, tmp_path
     ]
     logs = [process.communicate(timeout=600)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], logs
-    assert sum("identical run found" in log for log in logs) == 1, logs
+    assert sum("identical result found" in log for log in logs) == 1, logs
     entries = [p for p in store_root(tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1
     models = [

@@ -40,9 +40,9 @@ from align.atomic import atomic_path, write_json_atomically, write_text_atomical
 from align.config import Params
 from align.data.shards import shards_dir
 from align.device import pick_device
+from align.digests import content_digest, file_digest
 from align.errors import UserError
-from align.evaluate import EVAL_DIRNAME
-from align.identity import Identities, content_digest, dataset_job, file_digest, grid_jobs
+from align.identity import Identities, dataset_job, grid_jobs
 from align.masks.layout import status_file
 from align.provenance import provenance
 from align.report.collect import collect_evaluations, measurements_csv
@@ -55,11 +55,12 @@ from align.report.figures import (
     mask_gallery_figure,
     save_figure,
 )
+from align.report.masker_blur import add_masker_blur
 from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
 from align.report.verdict import comparisons, headline
 from align.report.verdict import to_csv as verdict_csv
 from align.report.verdict import to_markdown as verdict_markdown
-from align.runs import RunSpec, domain_shard_files
+from align.runs import EVAL_DIRNAME, RunSpec, domain_shard_files
 from align.store import Store, manifest_of, materialize
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,12 @@ def write_report(
                         "created when missing)")
     identity = report_identity(params, Path(runs_root))
     key = identity["key"]
-    store = Store(results_dir / STORE_DIRNAME)
-    with store.locked(key):
-        entry = store.verified(key)
-        if entry is None:
-            staging = store.staging(key)
-            store.clear_staging(key)
-            build_report(params, Path(runs_root), staging)
-            write_json_atomically(staging / "identity.json", identity, indent=2)
-            entry = store.finish(key)
+
+    def build(staging: Path) -> None:
+        build_report(params, Path(runs_root), staging)
+        write_json_atomically(staging / "identity.json", identity, indent=2)
+
+    entry = Store(results_dir / STORE_DIRNAME).build(key, build)
     materialize(entry, results_dir / params.dataset)
     return mirror(entry, results_dir)
 
@@ -160,6 +158,7 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     """Write every table, figure and metrics file of the report into `folder`."""
     stamp = provenance(params)
     evaluations = collect_evaluations(params, Path(runs_root))
+    add_masker_blur(evaluations)
     written: list[Path] = []
 
     metrics: dict[str, object] = {}

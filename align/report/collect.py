@@ -26,15 +26,12 @@ from typing import Any
 from align.config import Params
 from align.data.registry import DATASETS
 from align.data.split import split_path
-from align.device import pick_device
-from align.errors import UserError
-from align.evaluate import eval_path, masker_blur_accuracy
 from align.experiment import configured_methods, method_source
 from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
-from align.models.trained import BEST_MODEL, load_trained
+from align.models.trained import BEST_MODEL
 from align.report.statistics import CONFIDENCE, t_half_width
-from align.runs import RunSpec
+from align.runs import RunSpec, eval_path
 
 MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality",
             "attention", "background_blur")
@@ -324,50 +321,7 @@ def collect_evaluations(params: Params, runs_root: Path) -> Evaluations:
                     )
                     if training is not None:
                         evaluations.training[(method, train_domain, seed)] = training
-    add_masker_blur(evaluations)
     return evaluations
-
-
-def add_masker_blur(evaluations: Evaluations) -> None:
-    """Fig. 2's "ALIGN masker" bar for every method: its classifier on test images whose
-    background outside the masker of the ALIGN run of the same domain and seed is blurred.
-
-    Computed here rather than in each run's evaluation, so that retraining ALIGN reruns only
-    ALIGN's jobs and the report, never the other methods' evaluations.
-    """
-    device = pick_device()
-    maskers: dict[tuple[str, int], Any] = {}
-    for address, record in evaluations.records.items():
-        if isinstance(record, str) or address.train_domain != address.target_domain:
-            continue
-        if "masker" in record.get("background_blur", {}):
-            continue
-        key = (address.train_domain, address.seed)
-        if key not in maskers:
-            align_dir = evaluations.run_dir("align", *key)
-            maskers[key] = f"no trained ALIGN run at {align_dir} (add align to grid.methods)"
-            if (align_dir / BEST_MODEL).is_file():
-                try:
-                    maskers[key] = load_trained(align_dir, device)
-                except UserError as error:
-                    maskers[key] = str(error)
-        masker_run = maskers[key]
-        if isinstance(masker_run, str) or masker_run.masker is None:
-            reason = masker_run if isinstance(masker_run, str) else "the ALIGN run has no masker"
-            record.setdefault("unavailable", {})["masker"] = reason
-            continue
-        run_dir = evaluations.run_dir(address.method, *key)
-        if not (run_dir / BEST_MODEL).is_file():
-            record.setdefault("unavailable", {})["masker"] = f"{run_dir / BEST_MODEL} missing"
-            continue
-        try:
-            run = load_trained(run_dir, device)
-        except UserError as error:
-            record.setdefault("unavailable", {})["masker"] = str(error)
-            continue
-        record.setdefault("background_blur", {})["masker"] = masker_blur_accuracy(
-            evaluations.params, run, masker_run, evaluations.dataset, address.train_domain
-        )
 
 
 def _locate(
