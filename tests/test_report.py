@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import make_params, with_sections
 from PIL import Image
 from scipy import stats
@@ -531,3 +532,16 @@ def test_a_folder_dataset_without_declared_domains_reports_every_domain_it_was_s
     evaluations = collect_evaluations(params, tmp_path / "runs")
     assert evaluations.target_domains == ["art", "cartoon", "photo"]
     assert [row.key for row in ood_table(evaluations).rows] == ["art->cartoon", "art->photo"]
+
+
+def test_dvc_yaml_declares_exactly_the_report_files() -> None:
+    # The report's files are listed once (REPORT_FILES); DVC's stage cannot read Python, so it
+    # is checked here instead (Snakemake's rule reads the list).
+    from align.report import REPORT_FILES
+
+    stage = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())[
+        "stages"]["report"]
+    declared = [*stage["outs"], *stage["metrics"],
+                *(next(iter(plot)) if isinstance(plot, dict) else plot for plot in stage["plots"])]
+    expected = {"results/${dataset}"} | {f"results/{Path(name).parts[0]}" for name in REPORT_FILES}
+    assert sorted(declared) == sorted(expected)

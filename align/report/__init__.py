@@ -79,6 +79,23 @@ FIGURES = {
 }
 
 
+TABLE_NAMES = ("id_table", "ablation_table", "ood_table", "mask_quality", "attention")
+"""The `name` of each table of `TABLE_BUILDERS`, in order."""
+REPORT_FILES = (
+    *(f"{table}.{extension}" for table in TABLE_NAMES for extension in ("csv", "md")),
+    f"{VERDICT}.md",
+    f"{VERDICT}.csv",
+    MEASUREMENTS,
+    METRICS_FILE,
+    FIG2_DATA,
+    *FIGURES.values(),
+    PROVENANCE_FILE,
+)
+"""Every file of a report, in `results/<dataset>/` and mirrored into `results/`: the one list.
+workflow/rules/report.smk reads it, tests/test_report.py checks dvc.yaml's report stage against
+it, and `build_report` checks that it wrote exactly these."""
+
+
 def write_report(
     params: Params, runs_root: Path = Path("runs"), results_dir: Path = Path("results")
 ) -> list[Path]:
@@ -204,6 +221,10 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     }
     written.append(write_text_atomically(folder / PROVENANCE_FILE,
                                          json.dumps(document, indent=2) + "\n"))
+    names = [path.relative_to(folder).as_posix() for path in written]
+    if sorted(names) != sorted(REPORT_FILES):  # a new output must be declared for DVC/Snakemake
+        raise RuntimeError(f"the report wrote {sorted(names)}, REPORT_FILES lists"
+                           f" {sorted(REPORT_FILES)}: update REPORT_FILES and dvc.yaml")
     log.info("report: %d files", len(written))
     return written
 

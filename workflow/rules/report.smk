@@ -2,19 +2,7 @@
 # every configured run's evaluations and models. It is written to results/<dataset>/ (so reports
 # of several datasets stand side by side) and mirrored into results/ for the dataset of the
 # parameter file, which is what `snakemake results/ood_table.csv` asks for.
-REPORT_FILES = [
-    *expand("{table}.{ext}",
-            table=["id_table", "ablation_table", "ood_table", "mask_quality", "attention"],
-            ext=["csv", "md"]),
-    "verdict.md",
-    "verdict.csv",
-    "measurements.csv",
-    "metrics.json",
-    "fig2.csv",
-    "provenance.json",
-    *expand("figures/{figure}.png",
-            figure=["fig2_mask_quality", "fig4_case_study", "fig5_mask_gallery", "attention"]),
-]
+from align.report import REPORT_FILES  # the one list of the report's files
 
 
 rule report:
