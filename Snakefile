@@ -12,4 +12,4 @@ rule all:
         trained_runs(),
         evaluated_runs(),
         "results/ood_table.csv",
-        f"{DATA}/masks/sam/{DATASET}",
+        str(sam_mask_root(PARAMS, DATASET)),

@@ -41,6 +41,9 @@ class RunSpec:
         return run_job(stage, self.dataset, self.domain, self.method, self.seed)
 
 
+TRAINING_METRICS_FILE = "metrics.json"
+"""What the train stage writes into each run folder beside the model: the selected step and the
+validation curve."""
 EVAL_DIRNAME = "eval"
 """A run's evaluations, one record per target domain: inside the run's folder, but the output of
 the run's `evaluate` job."""

@@ -40,7 +40,7 @@ from align.methods.base import METHODS, Method, Models, resolve_config
 from align.models.classifier import create_classifier
 from align.models.masker import Masker
 from align.models.trained import BEST_MODEL
-from align.runs import RUNS_ROOT, RunSpec, run_identity, store_root
+from align.runs import RUNS_ROOT, TRAINING_METRICS_FILE, RunSpec, run_identity, store_root
 from align.store import Store, materialize
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ class Trainer:
             "device": self.device.type,
             "run_key": self.identity["key"],
         }
-        write_json_atomically(self.folder / "metrics.json", metrics, indent=2)
+        write_json_atomically(self.folder / TRAINING_METRICS_FILE, metrics, indent=2)
         write_json_atomically(self.folder / "identity.json", self.identity, indent=2)
         log.info("%s: best val accuracy %.4f at step %d", self.spec,
                  self.progress.best_val_accuracy, self.progress.best_step)

@@ -311,3 +311,37 @@ def test_deleted_evaluations_are_rebuilt_but_not_while_another_snakemake_works_h
     assert f"evaluate/synthetic/gradient/erm/seed0: {ERM_RUN}/eval/gradient.json is missing" in said
     assert (root / ERM_RUN / "eval" / "noise.json").is_file() and table.is_file()
     assert "Nothing to be done" in snakemake_for(project, "-n", "all")
+
+
+def test_dvc_yaml_names_the_paths_align_writes():
+    # Snakemake's rules take every path from align's functions (workflow/rules/common.smk);
+    # dvc.yaml cannot, so its paths are checked against the same functions, with DVC's variables
+    # in place of the names.
+    from align.data.acquire import raw_dir
+    from align.data.shards import shards_dir
+    from align.data.split import report_path, split_path
+    from align.masks.layout import sam_mask_root
+    from align.models.trained import BEST_MODEL
+    from align.runs import EVAL_DIRNAME, TRAINING_METRICS_FILE, RunSpec
+
+    params, dataset = make_params(Path("${data.root}")), "${dataset}"
+    run = RunSpec(dataset, "${item.domain}", "${item.method}", "${item.seed}").named_dir()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def paths(stage: str, key: str) -> list[str]:
+        return [next(iter(entry)) if isinstance(entry, dict) else entry
+                for entry in stages[stage].get(key, [])]
+
+    raw, split, shards = (str(raw_dir(params, dataset)), str(split_path(params, dataset)),
+                          str(shards_dir(params, dataset)))
+    masks = str(sam_mask_root(params, dataset))
+    assert paths("acquire", "outs") == [raw]
+    assert paths("split", "outs") == [split, str(report_path(params, dataset))]
+    assert raw in paths("split", "deps") and split in paths("shard", "deps")
+    assert paths("shard", "outs") == [shards] and shards in paths("sam_masks", "deps")
+    assert paths("sam_masks", "outs") == [masks]
+    assert paths("identify_runs", "deps") == [shards, masks]
+    assert paths("train", "outs") == [f"{run}/{BEST_MODEL}", f"{run}/identity.json"]
+    assert paths("train", "metrics") == [f"{run}/{TRAINING_METRICS_FILE}"]
+    assert paths("evaluate", "outs") == [f"{run}/{EVAL_DIRNAME}"]
+    assert f"{run}/{BEST_MODEL}" in paths("evaluate", "deps")

@@ -31,7 +31,7 @@ from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL
 from align.report.statistics import CONFIDENCE, t_half_width
-from align.runs import RunSpec, eval_path
+from align.runs import TRAINING_METRICS_FILE, RunSpec, eval_path
 
 MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality",
             "attention", "background_blur")
@@ -40,8 +40,6 @@ MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality
 MEASUREMENT_COLUMNS = ("method", "train_domain", "target_domain", "seed", "in_distribution",
                        "metric", "value", "git_commit", "params_hash")
 
-TRAINING_METRICS = "metrics.json"
-"""Written by the train stage into each run folder."""
 
 Record = dict[str, Any]
 MetricPath = tuple[str, ...]
@@ -284,7 +282,7 @@ def read_record(path: Path, run_dir: Path) -> Record | str:
 def read_training_metrics(run_dir: Path) -> Record | None:
     """A run's training `metrics.json` (selected and first selectable step), or None when it is
     missing or unreadable (the tables then show the step as unknown)."""
-    path = run_dir / TRAINING_METRICS
+    path = run_dir / TRAINING_METRICS_FILE
     try:
         metrics = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 from align.config import load_params
+from align.data.acquire import raw_dir
+from align.data.shards import shards_dir
+from align.data.split import report_path, split_path
 from align.errors import UserError
 from align.identity import Identities, dataset_job, run_job
+from align.masks.layout import sam_mask_root
+from align.models.trained import BEST_MODEL
 from align.outputs import remove_damaged
+from align.runs import EVAL_DIRNAME, TRAINING_METRICS_FILE, RunSpec
 
 PARAMS_FILE = config.get("params", "params.yaml")
 # Every job reads its parameters from that file, so an override that only Snakemake sees would
@@ -42,7 +48,17 @@ if workflow.is_main_process:
             print(f"snakemake: {line}", file=sys.stderr)
 
 DATASET = PARAMS.dataset
-DATA = str(PARAMS.data.root)
+# Every path is align's own (the functions the stages write with), with Snakemake's wildcards in
+# place of the names; tests/test_parity.py checks dvc.yaml's against the same functions.
+RAW = str(raw_dir(PARAMS, "{dataset}"))
+SPLIT = str(split_path(PARAMS, "{dataset}"))
+SPLIT_REPORT = str(report_path(PARAMS, "{dataset}"))
+SHARDS = str(shards_dir(PARAMS, "{dataset}"))
+SAM_MASKS = str(sam_mask_root(PARAMS, "{dataset}"))
+RUN = str(RunSpec("{dataset}", "{domain}", "{method}", "{seed}").named_dir())
+MODEL = f"{RUN}/{BEST_MODEL}"
+TRAINING_METRICS = f"{RUN}/{TRAINING_METRICS_FILE}"
+EVALUATIONS = f"{RUN}/{EVAL_DIRNAME}"
 # Jobs run `align` with the interpreter running Snakemake, which has just imported it: no
 # activated environment is needed. `{threads}` is each rule's own (`threads:`), filled in by
 # Snakemake when the job runs.

@@ -1,10 +1,10 @@
-# The data stages: acquire -> split -> shard -> sam_masks. Paths match dvc.yaml, so both
+# The data stages: acquire -> split -> shard -> sam_masks. Paths match dvc.yaml (common.smk), so both
 # orchestrators build the same files; `params.identity` reruns a job when its identity changes.
 
 
 rule acquire:
     output:
-        directory(f"{DATA}/raw/{{dataset}}"),
+        directory(RAW),
     params:
         identity=identity_key("acquire"),
     shell:
@@ -13,10 +13,10 @@ rule acquire:
 
 rule split:
     input:
-        raw=f"{DATA}/raw/{{dataset}}",
+        raw=RAW,
     output:
-        split=f"{DATA}/splits/{{dataset}}.json",
-        report=f"{DATA}/splits/{{dataset}}.report.json",
+        split=SPLIT,
+        report=SPLIT_REPORT,
     params:
         identity=identity_key("split"),
     shell:
@@ -25,9 +25,9 @@ rule split:
 
 rule shard:
     input:
-        split=f"{DATA}/splits/{{dataset}}.json",
+        split=SPLIT,
     output:
-        directory(f"{DATA}/shards/{{dataset}}"),
+        directory(SHARDS),
     params:
         identity=identity_key("shard"),
     shell:
@@ -36,10 +36,10 @@ rule shard:
 
 rule sam_masks:
     input:
-        shards=f"{DATA}/shards/{{dataset}}",
-        split=f"{DATA}/splits/{{dataset}}.json",
+        shards=SHARDS,
+        split=SPLIT,
     output:
-        directory(f"{DATA}/masks/sam/{{dataset}}"),
+        directory(SAM_MASKS),
     params:
         identity=identity_key("sam_masks"),
     threads: 8

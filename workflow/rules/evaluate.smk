@@ -4,11 +4,11 @@
 
 rule evaluate:
     input:
-        model="runs/{dataset}/{domain}/{method}/seed{seed}/model.pt",
-        shards=f"{DATA}/shards/{{dataset}}",
-        sam=f"{DATA}/masks/sam/{{dataset}}",
+        model=MODEL,
+        shards=SHARDS,
+        sam=SAM_MASKS,
     output:
-        directory("runs/{dataset}/{domain}/{method}/seed{seed}/eval"),
+        directory(EVALUATIONS),
     params:
         identity=identity_key("evaluate"),
     threads: 8
@@ -21,7 +21,7 @@ rule evaluate:
 
 def evaluated_runs(dataset=DATASET):
     return expand(
-        "runs/{dataset}/{domain}/{method}/seed{seed}/eval",
+        EVALUATIONS,
         dataset=dataset,
         domain=PARAMS.grid.domains,
         method=PARAMS.grid.methods,

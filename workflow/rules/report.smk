@@ -9,8 +9,8 @@ rule report:
     input:
         evaluated_runs(),
         trained_runs(),
-        shards=f"{DATA}/shards/{DATASET}",
-        sam=f"{DATA}/masks/sam/{DATASET}",
+        shards=str(shards_dir(PARAMS, DATASET)),
+        sam=str(sam_mask_root(PARAMS, DATASET)),
     output:
         expand("results/{dataset}/{file}", dataset=DATASET, file=REPORT_FILES),
         expand("results/{file}", file=REPORT_FILES),

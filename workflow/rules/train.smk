@@ -7,17 +7,17 @@ from align.methods.base import METHODS
 def mask_inputs(wildcards):
     """SAM's masks for the methods that train toward them (m_sam), nothing for the others."""
     if METHODS.get(wildcards.method).mask_source == "sam":
-        return [f"{DATA}/masks/sam/{wildcards.dataset}"]
+        return [str(sam_mask_root(PARAMS, wildcards.dataset))]
     return []
 
 
 rule train:
     input:
-        shards=f"{DATA}/shards/{{dataset}}",
+        shards=SHARDS,
         masks=mask_inputs,
     output:
-        model="runs/{dataset}/{domain}/{method}/seed{seed}/model.pt",
-        metrics="runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",
+        model=MODEL,
+        metrics=TRAINING_METRICS,
     params:
         identity=identity_key("train"),
     threads: 8
@@ -30,7 +30,7 @@ rule train:
 
 def trained_runs(dataset=DATASET):
     return expand(
-        "runs/{dataset}/{domain}/{method}/seed{seed}/metrics.json",
+        TRAINING_METRICS,
         dataset=dataset,
         domain=PARAMS.grid.domains,
         method=PARAMS.grid.methods,
