@@ -12,22 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from test_parity import BARE_PATH, PROJECT_FILES, REPO, tiny_params
+from test_parity import BARE_PATH, copy_project
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, tmp_path / name)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    return tmp_path
+    return copy_project(tmp_path)
 
 
 def run_bare(command: list[str], cwd: Path) -> subprocess.CompletedProcess:

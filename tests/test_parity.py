@@ -143,10 +143,8 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A copy of the project with the tiny grid, run once, in sync for both orchestrators."""
-    root = tmp_path_factory.mktemp("parity")
+def copy_project(root: Path) -> Path:
+    """The project's pipeline files copied into `root`, with the tiny grid's params.yaml."""
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():
@@ -154,6 +152,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         else:
             shutil.copy(source, root / name)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A copy of the project with the tiny grid, run once, in sync for both orchestrators."""
+    root = copy_project(tmp_path_factory.mktemp("parity"))
     bin_dir = Path(sys.executable).parent
     # A checkout has its .venv, and nothing is activated: DVC's stages find `align` there
     # (workflow/align), Snakemake's jobs run the interpreter running Snakemake.
