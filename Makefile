@@ -33,17 +33,11 @@ lock:
 		--allow-unsafe --strip-extras --extra dev --extra slurm --build-deps-for editable \
 		--no-emit-index-url --no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
-# DVC runs one stage at a time, each training job with both cores; two one-thread jobs at a time
-# are 1.26x faster on 2 cores (bench/jobs.py). So Snakemake runs the pipeline, JOBS jobs at a
-# time, and DVC then records the same outputs (the identities, `dvc commit`): afterwards
-# `dvc repro`, `dvc exp run` and `snakemake` all find every stage up to date. The last step
-# restores Snakemake's order of modification times, which DVC's commit rewrites.
+# The pipeline on params.yaml, JOBS jobs at a time, left up to date for DVC and Snakemake alike
+# (workflow/run says how).
 JOBS ?= 2
 run: $(STAMP)
-	snakemake all --cores $(JOBS) --set-threads train=1 evaluate=1
-	align identify
-	dvc commit --force --quiet
-	snakemake --cores 1 --quiet --touch all
+	JOBS=$(JOBS) workflow/run
 
 test: $(STAMP)
 	pytest

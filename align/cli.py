@@ -140,25 +140,20 @@ def check_params(params: Params, args: argparse.Namespace) -> None:
     print(params.model_dump_json(indent=2))
 
 
-STAGE_OF_COMMAND = {"acquire": "acquire", "split": "split", "shard": "shard",
-                    "sam-masks": "sam_masks", "train": "train", "evaluate": "evaluate",
-                    "report": "report"}
-
-
 def seal_job(params: Params, args: argparse.Namespace) -> None:
     """Record what a stage command's job left at the pipeline's places (`align.outputs`), so
     that Snakemake notices when it is changed by hand; outputs written elsewhere (another
     `--runs-root` or `--results`) are not the pipeline's."""
-    from align.identity import dataset_job, run_job
-    from align.outputs import RESULTS_ROOT, RUNS_ROOT, seal
+    from align.outputs import seal
+    from align.stages import PER_RUN_STAGES, RESULTS_ROOT, RUNS_ROOT, STAGES, dataset_job, run_job
 
-    stage = STAGE_OF_COMMAND.get(args.command)
-    if stage is None or getattr(args, "runs_root", RUNS_ROOT) != RUNS_ROOT:
+    stage = args.command.replace("-", "_")  # `sam-masks` runs stage sam_masks
+    if stage not in STAGES or getattr(args, "runs_root", RUNS_ROOT) != RUNS_ROOT:
         return
     if getattr(args, "results", RESULTS_ROOT) != RESULTS_ROOT:
         return
     dataset = getattr(args, "dataset", None) or params.dataset
-    if stage in ("train", "evaluate"):
+    if stage in PER_RUN_STAGES:
         seal(params, run_job(stage, dataset, args.domain, args.method, args.seed))
     else:
         seal(params, dataset_job(stage, dataset))

@@ -1,22 +1,18 @@
 """What every job of the pipeline depends on: its identity, computed here and nowhere else.
 
-A job is one run of a stage: `acquire`, `split`, `shard`, `sam_masks` and `report` per dataset,
-`train` and `evaluate` per (dataset, domain, method, seed). Its identity holds
+A job's identity holds what its stage says it reads (align/stages.py: the parameters after
+resolution, files from outside the pipeline, upstream jobs), made comparable:
 
-- `params`: the values the job reads, after resolution (per-dataset overrides, dataset defaults,
-  a method's canonical form), and no others. Knobs that change how fast a job runs but not what
-  it computes (devices, loader workers, evaluation batch sizes, the checkpoint interval) are not
-  part of it;
-- `code`: a fingerprint of the modules of `align` the job runs (the import closure of its entry
-  module, the method or dataset it names included) and of the library versions;
-- `external`: the size and modification time of local files it reads from outside the pipeline
-  (a dataset folder or archive, the SAM checkpoint, pretrained weights);
+- `params` and `external` as the stage gives them;
+- `code`: a fingerprint of the modules of `align` the job runs (the import closure of its stage's
+  entry module, the method or dataset it names included) and of the library versions;
 - `inputs`: the keys of the jobs whose outputs it reads, so a change upstream reaches it.
 
-`key` is a short hash of the identity. DVC and Snakemake decide what to rerun from it alone: `align
-identify` writes one file per job under `identities/<dataset>/`, rewritten only when its content
-changes, and every DVC stage depends on its job's file; every Snakemake rule carries the key as a
-param. Two names for one experiment (`wo_eg` and `dre`) have one identity.
+`key` is a short hash of the identity. DVC and Snakemake decide what to rerun from it alone: one
+file per job under `identities/<dataset>/`, rewritten only when its content changes, is a
+dependency of its DVC stage (written by `align identify`) and an input of its Snakemake rule
+(written when Snakemake starts). Two names for one experiment (`wo_eg` and `dre`) have one
+identity.
 
 The result stores (`align.store`) key on the same identity with `inputs` replaced by a digest of
 the content read (`content_identity`), so that a result computed from other data is never reused,
@@ -31,7 +27,6 @@ import importlib.metadata
 import json
 import platform
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,21 +35,18 @@ import yaml
 
 import align
 from align.atomic import write_text_atomically
-from align.config import Params, select
+from align.config import Params
 from align.data.registry import DATASETS
 from align.digests import file_digest
 from align.errors import UserError
-from align.experiment import canonical_method, configured_methods, method_source
-from align.methods.base import METHODS
+from align.stages import PARTS, STAGES, Job, grid_jobs
 
-STAGES = ("acquire", "split", "shard", "sam_masks", "train", "evaluate", "report")
-PER_RUN_STAGES = ("train", "evaluate")
 IDENTITIES_ROOT = Path("identities")
 
 PACKAGE_DIR = Path(align.__file__).parent
 NOT_FOLLOWED = frozenset({
     "align.methods", "align.data.sources",
-    "align.identity", "align.store", "align.provenance", "align.cli",
+    "align.identity", "align.stages", "align.store", "align.provenance", "align.cli",
 })
 """Modules whose imports a job's code closure does not follow: the registries, whose `__init__`
 imports every entry only to register it (a job names the entry it runs instead), and the
@@ -64,53 +56,6 @@ LIBRARIES = (
     "scipy", "matplotlib",
 )
 """Libraries whose version is part of every job's code: a new release may compute differently."""
-ENTRY_MODULES = {
-    "acquire": "align.data.acquire",
-    "split": "align.data.split",
-    "shard": "align.data.shards",
-    "sam_masks": "align.masks.sam",
-    "train": "align.train",
-    "evaluate": "align.evaluate",
-    "report": "align.report",
-}
-
-
-@dataclass(frozen=True, order=True)
-class Job:
-    stage: str
-    dataset: str
-    domain: str | None = None
-    method: str | None = None
-    seed: int | None = None
-
-    @property
-    def name(self) -> str:
-        """`train/<dataset>/<domain>/<method>/seed<k>` or `<stage>/<dataset>`."""
-        if self.stage in PER_RUN_STAGES:
-            return f"{self.stage}/{self.dataset}/{self.domain}/{self.method}/seed{self.seed}"
-        return f"{self.stage}/{self.dataset}"
-
-
-def dataset_job(stage: str, dataset: str) -> Job:
-    return Job(stage, dataset)
-
-
-def run_job(stage: str, dataset: str, domain: str, method: str, seed: int) -> Job:
-    return Job(stage, dataset, domain, method, int(seed))
-
-
-def grid_jobs(params: Params, dataset: str | None = None) -> list[Job]:
-    """Every job `dvc repro` and `snakemake` run for the grid of `params`, upstream first."""
-    dataset = dataset or params.dataset
-    jobs = [dataset_job(stage, dataset) for stage in ("acquire", "split", "shard", "sam_masks")]
-    for stage in PER_RUN_STAGES:
-        jobs += [
-            run_job(stage, dataset, domain, method, seed)
-            for domain in params.grid.domains or []
-            for method in params.grid.methods
-            for seed in params.grid.seeds
-        ]
-    return [*jobs, dataset_job("report", dataset)]
 
 
 # --- code --------------------------------------------------------------------------------------
@@ -188,148 +133,6 @@ def code_fingerprint(roots: Iterable[str]) -> dict[str, str]:
     return fingerprint
 
 
-def external_fingerprint(path: Path | str | None) -> dict[str, Any] | None:
-    """Size and modification time of a local file, or of every file under a folder (hashed), so
-    that replacing a dataset folder, an archive or a checkpoint changes the jobs that read it."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_file():
-        stat = path.stat()
-        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if path.is_dir():
-        digest = hashlib.sha256()
-        count = 0
-        for item in sorted(p for p in path.rglob("*") if p.is_file()):
-            stat = item.stat()
-            digest.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            count += 1
-        return {"path": str(path), "files": count, "listing": digest.hexdigest()[:16]}
-    return {"path": str(path), "missing": True}
-
-
-# --- what each stage reads ---------------------------------------------------------------------
-
-
-def _dataset_reads(params: Params, job: Job) -> dict[str, Any]:
-    config = params.dataset_config(job.dataset)
-    paths = {
-        name: external_fingerprint(value)
-        for name, value in config
-        if isinstance(value, Path) and value is not None
-    }
-    return {
-        # The data stages write under `data.root`: another root is another place to fill.
-        "params": {"dataset": job.dataset, "config": select(params, f"datasets.{job.dataset}"),
-                   "root": str(params.data.root)},
-        "roots": [ENTRY_MODULES["acquire"], DATASETS.get(job.dataset).__module__],
-        "external": paths,
-        "inputs": [],
-    }
-
-
-def _split_reads(params: Params, job: Job) -> dict[str, Any]:
-    return {
-        "params": {"split": select(params, "data.split"), "split_seed": params.data.split_seed},
-        "inputs": [dataset_job("acquire", job.dataset)],
-    }
-
-
-def _shard_reads(params: Params, job: Job) -> dict[str, Any]:
-    keys = ("store_size", "shard_max_samples", "jpeg_quality")
-    return {
-        "params": {key: select(params, f"data.{key}") for key in keys},
-        "inputs": [dataset_job("split", job.dataset)],
-    }
-
-
-def _sam_reads(params: Params, job: Job) -> dict[str, Any]:
-    sam = {k: v for k, v in select(params, "sam").items() if k not in ("device", "checkpoint")}
-    return {
-        # Which file holds the weights does not matter, only what it is (its fingerprint).
-        "params": {**sam, "checkpoint_given": params.sam.checkpoint is not None},
-        "external": {"checkpoint": external_fingerprint(params.sam.checkpoint)},
-        "inputs": [dataset_job("shard", job.dataset)],
-    }
-
-
-def _train_reads(params: Params, job: Job) -> dict[str, Any]:
-    name, config = canonical_method(params, job.method, job.dataset)  # type: ignore[arg-type]
-    method = METHODS.get(name)
-    model = {
-        key: value for key, value in select(params, "model").items() if key != "masker_width"
-    }
-    train = select(params, "train")
-    read = {
-        key: train[key]
-        for key in ("steps", "batch_size", "lr", "weight_decay", "lr_schedule", "eval_every")
-    }
-    if method.uses_masker:
-        model["masker_width"] = params.model.masker_width
-        read["masker_lr"] = params.train.masker_lr
-    pretrained = params.model.pretrained
-    inputs = [dataset_job("shard", job.dataset)]
-    if method.mask_source == "sam":
-        inputs.append(dataset_job("sam_masks", job.dataset))
-    return {
-        "params": {
-            "domain": job.domain,
-            "seed": job.seed,
-            "method": name,
-            "method_config": config,
-            "model": model,
-            "train": read,
-            "image_size": params.data.image_size,
-            "hue_jitter": params.hue_jitter(job.dataset),
-        },
-        "roots": [ENTRY_MODULES["train"], method.__module__],
-        "external": {
-            "pretrained": None if pretrained in ("none", "imagenet")
-            else external_fingerprint(pretrained)
-        },
-        "inputs": inputs,
-    }
-
-
-def _evaluate_reads(params: Params, job: Job) -> dict[str, Any]:
-    evaluate = select(params, "evaluate")
-    return {
-        "params": {
-            "fractions": evaluate["fractions"],
-            "fill": evaluate["fill"],
-            "image_size": params.data.image_size,
-        },
-        "inputs": [
-            run_job("train", job.dataset, job.domain, job.method, job.seed),  # type: ignore[arg-type]
-            dataset_job("shard", job.dataset),
-            dataset_job("sam_masks", job.dataset),
-        ],
-    }
-
-
-def _report_reads(params: Params, job: Job) -> dict[str, Any]:
-    runs = [j for j in grid_jobs(params, job.dataset) if j.stage in PER_RUN_STAGES]
-    return {
-        "params": {
-            "grid": select(params, "grid"),
-            "rows": {m: list(method_source(params, m)) for m in configured_methods(params)},
-            "image_size": params.data.image_size,
-        },
-        "inputs": [*runs, dataset_job("shard", job.dataset), dataset_job("sam_masks", job.dataset)],
-    }
-
-
-READS = {
-    "acquire": _dataset_reads,
-    "split": _split_reads,
-    "shard": _shard_reads,
-    "sam_masks": _sam_reads,
-    "train": _train_reads,
-    "evaluate": _evaluate_reads,
-    "report": _report_reads,
-}
-
-
 # --- identities --------------------------------------------------------------------------------
 
 
@@ -348,11 +151,13 @@ class Identities:
         self._cache: dict[Job, dict[str, Any]] = {}
 
     def reads(self, job: Job) -> dict[str, Any]:
-        """What `job` reads: `params`, `roots` (entry modules), `external`, `inputs` (jobs)."""
-        if job.stage not in READS:
+        """What `job` reads (align/stages.py): `params`, `roots` (the modules it runs, its stage's
+        entry module first), `external`, `inputs` (jobs)."""
+        if job.stage not in STAGES:
             raise ValueError(f"unknown stage {job.stage!r}; stages: {', '.join(STAGES)}")
-        reads = READS[job.stage](self.params, job)
-        reads.setdefault("roots", [ENTRY_MODULES[job.stage]])
+        declared = STAGES[job.stage]
+        reads = declared.reads(self.params, job)
+        reads["roots"] = [declared.entry_module, *reads.get("roots", [])]
         reads.setdefault("external", {})
         return reads
 
@@ -374,6 +179,16 @@ class Identities:
     def key(self, job: Job) -> str:
         return self.of(job)["key"]
 
+    def write(self, job: Job, root: Path = IDENTITIES_ROOT) -> bool:
+        """Write `job`'s identity file if its content changed (so that orchestrators comparing
+        content or modification times see exactly the changed jobs); True if it was written."""
+        path = identity_file(job, root)
+        text = json.dumps(self.of(job), indent=1, sort_keys=True) + "\n"
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            return False
+        write_text_atomically(path, text)
+        return True
+
     def content_identity(self, job: Job, inputs: dict[str, str]) -> dict[str, Any]:
         """`job`'s identity with its upstream keys replaced by digests of the content it read
         (`inputs`: name -> digest), and the key of that: what a result store keys on."""
@@ -382,17 +197,13 @@ class Identities:
         return {**identity, "key": key_of(identity)}
 
 
-DATA_STAGES = ("acquire", "split", "shard", "sam_masks")
-PARTS = {"data": DATA_STAGES, "runs": (*PER_RUN_STAGES, "report")}
-"""The two halves of the identity files: DVC writes the data jobs' before the data stages run and
-the other jobs' after them (`align identify --part`), since those read the data stages' output."""
 
 
 def identity_file(job: Job, root: Path = IDENTITIES_ROOT) -> Path:
     """`<root>/<dataset>/data/<stage>.json`, `<root>/<dataset>/runs/report.json` or
     `<root>/<dataset>/runs/<stage>/<domain>/<method>/seed<k>.json`."""
-    part = "data" if job.stage in DATA_STAGES else "runs"
-    if job.stage in PER_RUN_STAGES:
+    part = STAGES[job.stage].part
+    if STAGES[job.stage].per_run:
         return root / job.dataset / part / job.stage / job.domain / job.method / (  # type: ignore[operator]
             f"seed{job.seed}.json"
         )
@@ -409,17 +220,9 @@ def write_identities(
     those whose content changed, so that orchestrators comparing content or modification times
     see exactly the changed jobs. Returns the files rewritten."""
     identities = Identities(params)
-    stages = PARTS[part] if part else STAGES
-    changed = []
-    for job in grid_jobs(params, dataset):
-        if job.stage not in stages:
-            continue
-        path = identity_file(job, root)
-        text = json.dumps(identities.of(job), indent=1, sort_keys=True) + "\n"
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            write_text_atomically(path, text)
-            changed.append(path)
-    return changed
+    stages = PARTS[part] if part else tuple(STAGES)
+    jobs = [job for job in grid_jobs(params, dataset) if job.stage in stages]
+    return [identity_file(job, root) for job in jobs if identities.write(job, root)]
 
 
 def explain(params: Params, name: str) -> str:

@@ -23,53 +23,22 @@ from pathlib import Path
 
 from align.atomic import write_json_atomically
 from align.config import Params
-from align.data.acquire import raw_dir
-from align.data.shards import shards_dir
-from align.data.split import report_path, split_path
 from align.digests import file_digest
-from align.identity import IDENTITIES_ROOT, Identities, Job, grid_jobs
-from align.masks.layout import sam_mask_root
-from align.runs import EVAL_DIRNAME, RUNS_ROOT, RunSpec
+from align.identity import IDENTITIES_ROOT, Identities
+from align.stages import EVAL_DIRNAME, STAGES, Job, grid_jobs
 from align.store import remove_tree
 
 log = logging.getLogger(__name__)
 
 SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
 
-RESULTS_ROOT = Path("results")
-"""Where the pipeline's report goes (`align report --results`)."""
-
-
 def sealed_file(job: Job, root: Path = IDENTITIES_ROOT) -> Path:
     return root / job.dataset / "sealed" / f"{job.name.replace('/', '_')}.json"
 
 
 def job_outputs(params: Params, job: Job) -> list[Path]:
-    """The files and folders `job` writes for the orchestrators, at the pipeline's places."""
-    dataset = job.dataset
-    if job.stage == "acquire":
-        return [raw_dir(params, dataset)]
-    if job.stage == "split":
-        return [split_path(params, dataset), report_path(params, dataset)]
-    if job.stage == "shard":
-        return [shards_dir(params, dataset)]
-    if job.stage == "sam_masks":
-        return [sam_mask_root(params, dataset)]
-    if job.stage in ("train", "evaluate"):
-        run_dir = RunSpec(dataset, job.domain, job.method, job.seed).named_dir(RUNS_ROOT)  # type: ignore[arg-type]
-        return [run_dir / EVAL_DIRNAME] if job.stage == "evaluate" else [run_dir]
-    if job.stage == "report":
-        # The report's folder, and its files mirrored into results/ (all but identity.json).
-        folder = RESULTS_ROOT / dataset
-        mirrored = [RESULTS_ROOT / rel for rel in _relative_files(folder) if rel != "identity.json"]
-        return [folder, *mirrored]
-    raise ValueError(f"unknown stage {job.stage!r}")
-
-
-def _relative_files(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(path.relative_to(folder).as_posix() for path in _files(folder))
+    """The files and folders `job` writes for the orchestrators, as its stage declares them."""
+    return STAGES[job.stage].outputs(params, job)
 
 
 def _files(path: Path, skip: str | None = None) -> Iterator[Path]:
@@ -119,10 +88,11 @@ def damage(params: Params, job: Job, root: Path = IDENTITIES_ROOT) -> str | None
     if record.get("at") != _place(params, job):
         return None
     present = {str(path): path for path in _output_files(params, job)}
-    for name in sorted(set(sealed) - set(present)):
-        return f"{name} is missing"
-    for name in sorted(set(present) - set(sealed)):
-        return f"{name} was added"
+    missing, added = sorted(set(sealed) - set(present)), sorted(set(present) - set(sealed))
+    if missing:
+        return f"{missing[0]} is missing"
+    if added:
+        return f"{added[0]} was added"
     moved = False
     for name, (size, mtime_ns, digest) in sealed.items():
         now = _stat(present[name])

@@ -19,11 +19,11 @@ from typing import Any
 from align.config import Params
 from align.data.shards import INDEX_NAME, shards_dir
 from align.digests import content_digest
-from align.identity import Identities, Job, run_job
+from align.identity import Identities
 from align.masks.layout import sam_mask_root, status_file
 from align.methods.base import METHODS
+from align.stages import EVAL_DIRNAME, RUNS_ROOT, Job, run_dir, run_job
 
-RUNS_ROOT = Path("runs")
 STORE_DIRNAME = ".store"
 
 
@@ -35,7 +35,8 @@ class RunSpec:
     seed: int
 
     def named_dir(self, runs_root: Path = RUNS_ROOT) -> Path:
-        return runs_root / self.dataset / self.domain / self.method / f"seed{self.seed}"
+        # Not through self.job(): the fields may be wildcards ("{seed}") naming a path pattern.
+        return run_dir(Job("train", self.dataset, self.domain, self.method, self.seed), runs_root)
 
     def job(self, stage: str = "train") -> Job:
         return run_job(stage, self.dataset, self.domain, self.method, self.seed)
@@ -44,9 +45,6 @@ class RunSpec:
 TRAINING_METRICS_FILE = "metrics.json"
 """What the train stage writes into each run folder beside the model: the selected step and the
 validation curve."""
-EVAL_DIRNAME = "eval"
-"""A run's evaluations, one record per target domain: inside the run's folder, but the output of
-the run's `evaluate` job."""
 
 
 def eval_path(run_dir: Path, target_domain: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -105,6 +106,7 @@ def main(changes_file: str) -> None:
     changes = json.loads(Path(changes_file).read_text())
     baseline_params = PARAMS.read_text()
     baseline = identity_keys()
+    kept = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in identity_files()}
     results = []
     for change in changes:
         edited = Path(change["code"]) if "code" in change else None
@@ -126,8 +128,25 @@ def main(changes_file: str) -> None:
             PARAMS.write_text(baseline_params)
             if edited is not None:
                 edited.write_text(original)
-            write_identities(load_params(PARAMS), IDENTITIES)
+            restore_identities(kept)
     print(json.dumps(results))
+
+
+def identity_files() -> list[Path]:
+    """The jobs' identity files (not the seals beside them)."""
+    return [*IDENTITIES.glob("*/data/**/*.json"), *IDENTITIES.glob("*/runs/**/*.json")]
+
+
+def restore_identities(kept: dict[Path, tuple[bytes, int]]) -> None:
+    """The identity files as they were, modification times included: Snakemake compares them
+    with its outputs' (a content written back later would be newer than the outputs)."""
+    for path in identity_files():
+        if path not in kept:
+            path.unlink()
+    for path, (content, mtime_ns) in kept.items():
+        if path.read_bytes() != content:
+            path.write_bytes(content)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 if __name__ == "__main__":

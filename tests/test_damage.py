@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import make_params
 
-from align.identity import dataset_job, run_job
 from align.outputs import damage, made_from, seal, sealed_file
+from align.stages import dataset_job, run_job
 
 
 def test_new_times_on_the_same_content_are_not_damage(

@@ -23,14 +23,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from align.config import parse_params
-from align.data import download as download_module
-from align.data.download import (
-    download,
-    download_gdrive,
-    extract_archive,
-    partial_path,
-    scratch_folder,
-)
+from align.data import gdrive_download, http_download
+from align.data.archives import extract_archive, scratch_folder
+from align.data.gdrive_download import download_gdrive
+from align.data.http_download import download, partial_path
 from align.errors import UserError
 
 BLOB = gzip.compress(random.Random(0).randbytes(100_000), mtime=0)  # 100 KiB .gz, several chunks
@@ -129,7 +125,7 @@ def fetch(url: str, dest: Path, **options) -> Path:
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the back-off delays instead of waiting them out."""
     delays: list[float] = []
-    monkeypatch.setattr(download_module.time, "sleep", delays.append)
+    monkeypatch.setattr(http_download.time, "sleep", delays.append)
     return delays
 
 
@@ -170,7 +166,7 @@ def test_an_interrupted_transfer_resumes_with_a_range_request(
     server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Bytes reach the file a chunk at a time, so a cut at a chunk boundary keeps all it received.
-    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(http_download, "CHUNK_BYTES", 10_000)
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["drop-after-30000"]
     dest = fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256,
@@ -215,7 +211,7 @@ def test_a_partial_file_longer_than_the_file_is_discarded(
 def test_a_download_cut_many_times_gets_its_retries_back_after_each_progress(
     server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(http_download, "CHUNK_BYTES", 10_000)
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["drop-after-20000"] * 4
     dest = fetch(server.url("/blob.bin"), tmp_path / "blob.bin", sha256=BLOB_SHA256, retries=1)
@@ -283,7 +279,7 @@ def test_gdrive_downloads_through_gdown_and_shares_the_checksum_policy(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # gdown fetches any URL it is given; only Drive's own host triggers its confirmation-page logic.
-    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    monkeypatch.setattr(gdrive_download, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
     server.files["/uc"] = BLOB
     lock = tmp_path / "checksums.json"
     dest = download_gdrive("FILE_ID", tmp_path / "dl" / "VLCS.tar.gz", checksum_key="vlcs:x",
@@ -302,7 +298,7 @@ def test_gdrive_downloads_through_gdown_and_shares_the_checksum_policy(
 def test_gdrive_failure_is_a_user_error_with_the_offline_hint(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    monkeypatch.setattr(gdrive_download, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
     with pytest.raises(UserError, match="set datasets.vlcs.archive"):
         download_gdrive("NOPE", tmp_path / "VLCS.tar.gz", retries=0,
                         lock_file=tmp_path / "checksums.json",
@@ -571,7 +567,7 @@ def test_a_server_that_ignores_range_and_cuts_every_transfer_is_given_up_with_ba
 def test_a_download_that_progresses_every_time_stops_at_the_attempts_cap(
     server: ServerState, tmp_path: Path, no_sleep: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(download_module, "CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(http_download, "CHUNK_BYTES", 10_000)
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["drop-after-20000"] * 10
     with pytest.raises(UserError, match="gave up after 3 failed attempts") as error:
@@ -585,7 +581,7 @@ def test_a_transfer_trickling_just_above_the_stall_threshold_stops_at_the_time_c
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With a 1-byte threshold, a byte every 0.1 s is never stalled: only total_s ends it.
-    monkeypatch.setattr(download_module, "STALL_BYTES", 1)
+    monkeypatch.setattr(http_download, "STALL_BYTES", 1)
     server.files["/blob.bin"] = BLOB
     server.faults["/blob.bin"] = ["trickle"] * 10
     started = time.monotonic()
@@ -610,7 +606,7 @@ def test_a_transfer_trickling_just_above_the_stall_threshold_stops_at_the_time_c
 def test_a_trickling_google_drive_download_stops_stalled_or_at_the_time_cap(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bounds: dict, said: str
 ) -> None:
-    monkeypatch.setattr(download_module, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
+    monkeypatch.setattr(gdrive_download, "GDRIVE_URL", server.url("/uc") + "?id={file_id}")
     server.files["/uc"] = BLOB
     server.faults["/uc"] = ["trickle"] * 10
     started = time.monotonic()

@@ -11,14 +11,12 @@ from align.config import load_params
 from align.data.sources.synthetic import Synthetic
 from align.identity import (
     Identities,
-    Job,
     changed_jobs,
     code_closure,
-    grid_jobs,
     identity_file,
-    run_job,
     write_identities,
 )
+from align.stages import Job, grid_jobs, run_job
 
 
 @pytest.fixture

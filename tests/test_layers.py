@@ -71,3 +71,73 @@ def test_no_module_of_align_imports_itself_through_others() -> None:
 
 def test_the_circle_finder_finds_a_circle() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+LAYERS = (
+    ("foundation", ("align", "align.errors", "align.schema", "align.registry", "align.atomic",
+                    "align.digests", "align.threads", "align.device", "align.checkpoint",
+                    "align.store")),
+    ("components", ("align.data", "align.data.images", "align.data.layout", "align.data.download",
+                    "align.data.http_download", "align.data.gdrive_download",
+                    "align.data.checksums", "align.data.archives", "align.data.transforms",
+                    "align.data.synthetic_draw", "align.data.registry",
+                    "align.data.sources*", "align.models*", "align.explain*", "align.metrics*",
+                    "align.methods*", "align.report.statistics", "align.masks")),
+    ("parameters", ("align.config",)),
+    ("experiment", ("align.experiment", "align.provenance", "align.stages", "align.identity",
+                    "align.masks.layout")),
+    ("stages", ("align.data.acquire", "align.data.split", "align.data.shards",
+                "align.data.loader", "align.masks.sam", "align.runs", "align.train",
+                "align.evaluate", "align.report*")),
+    ("orchestration", ("align.outputs", "align.cli")),
+)
+"""The layers of `align/`, lowest first: a module imports from its own layer or lower ones.
+Components (datasets, models, methods, metrics) know nothing of the parameter file; the parameters
+are assembled from their configs; the experiment (its rows, identities) reads the parameters; the
+stages compute; the orchestration runs the stages and checks their outputs."""
+
+
+def layer_of(module: str) -> int | None:
+    for rank, (_, patterns) in enumerate(LAYERS):
+        for pattern in patterns:
+            prefix = pattern.rstrip("*")
+            if module == prefix or (pattern.endswith("*") and module.startswith(prefix + ".")):
+                return rank
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a higher layer than its own, as a readable line."""
+    return [
+        f"{module} ({LAYERS[layer_of(module)][0]}) imports {other} ({LAYERS[layer_of(other)][0]})"
+        for module, imported in sorted(graph.items())
+        for other in sorted(imported)
+        if layer_of(other) > layer_of(module)  # type: ignore[operator]
+    ]
+
+
+def test_every_module_has_a_layer_and_imports_nothing_above_it() -> None:
+    graph = import_graph()
+    unplaced = sorted(module for module in graph if layer_of(module) is None)
+    assert not unplaced, f"place {unplaced} in a layer of LAYERS"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_import_from_below() -> None:
+    # data's registry reading the parameters would make config and data one knot again.
+    graph = {"align.data.registry": {"align.config"}, "align.config": {"align.data.registry"}}
+    assert upward_imports(graph) == [
+        "align.data.registry (components) imports align.config (parameters)"
+    ]
+
+
+LONGEST_MODULE = 450
+"""Lines: a module past about 400 usually does more than one thing (issue 17): split it."""
+
+
+def test_no_module_of_align_is_long() -> None:
+    lengths = {
+        module_name(path): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {m: n for m, n in lengths.items() if n > LONGEST_MODULE} == {}

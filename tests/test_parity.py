@@ -3,19 +3,22 @@ params schema, so a new key is covered without editing this file) and for an edi
 the code, the jobs DVC would rerun (`dvc status`), the jobs Snakemake would rerun (a dry run with
 every rerun trigger) and the jobs the identity function says are affected are the same set.
 
-The project is copied into a temporary folder with a tiny configuration, run once for real by
-Snakemake (`dvc commit` then records the same outputs for DVC), and probed in one subprocess
+The project is copied into a temporary folder with a tiny configuration, run once for real as
+`make run` runs it (workflow/run: Snakemake, then `dvc commit` records the same outputs for DVC),
+so every probe is a change after `make run`, and probed in one subprocess
 (`tests/parity_probe.py`) against the copy's own `align` package, so code edits never touch the
 repository.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,9 @@ from align.identity import iter_leaf_keys
 REPO = Path(__file__).resolve().parents[1]
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
 """A PATH without the project's environment: a shell before `source .venv/bin/activate`."""
-PROJECT_FILES = ("align", "dvc.yaml", "Snakefile", "workflow", ".dvcignore")
+PROJECT_FILES = (
+    "align", "dvc.yaml", "Snakefile", "workflow", ".dvcignore", "requirements.lock",
+)
 CODE_AREAS = {
     "acquire: a dataset source": "align/data/sources/synthetic.py",
     "split": "align/data/split.py",
@@ -167,12 +172,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     env = {**os.environ, "PATH": BARE_PATH, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("VIRTUAL_ENV", None)
     run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], root, env)
-    run([str(bin_dir / "snakemake"), "-c1", "--quiet", "all"], root, env)
-    run([sys.executable, "-m", "align.cli", "identify"], root, env)
-    run([str(bin_dir / "dvc"), "commit", "-f", "-q"], root, env)
-    # DVC's commit rewrites outputs from its cache, newer than what was made from them: restore
-    # Snakemake's order of modification times (contents and its records are unchanged).
-    run([str(bin_dir / "snakemake"), "-c1", "--quiet", "--touch", "all"], root, env)
+    # As `make run` builds it (with the environment on PATH, as make puts it there).
+    run(["workflow/run"], root, {**env, "PATH": f"{bin_dir}:{BARE_PATH}", "JOBS": "2"})
     return root, env
 
 
@@ -188,6 +189,10 @@ def probe(project: tuple[Path, dict[str, str]], changes: list[dict[str, str]]) -
 def test_a_finished_run_is_up_to_date_for_both_orchestrators(project):
     (result,) = probe(project, [{"name": "nothing"}])
     assert result == {"change": "nothing", "identity": [], "dvc": [], "snakemake": []}
+    # Nothing listed at all: before, the identify stages were always "changed".
+    root, env = project
+    said = run([str(Path(sys.executable).parent / "dvc"), "status"], root, env)
+    assert said.strip() == "Data and pipelines are up to date.", said
 
 
 def test_every_knob_and_code_area_reruns_the_same_jobs_everywhere(project):
@@ -318,35 +323,109 @@ def test_deleted_evaluations_are_rebuilt_but_not_while_another_snakemake_works_h
     assert "Nothing to be done" in snakemake_for(project, "-n", "all")
 
 
-def test_dvc_yaml_names_the_paths_align_writes():
-    # Snakemake's rules take every path from align's functions (workflow/rules/common.smk);
-    # dvc.yaml cannot, so its paths are checked against the same functions, with DVC's variables
-    # in place of the names.
-    from align.data.acquire import raw_dir
-    from align.data.shards import shards_dir
-    from align.data.split import report_path, split_path
-    from align.masks.layout import sam_mask_root
-    from align.models.trained import BEST_MODEL
-    from align.runs import EVAL_DIRNAME, TRAINING_METRICS_FILE, RunSpec
+def test_outputs_snakemake_rebuilt_are_up_to_date_for_dvc_and_a_change_is_seen(project):
+    # The tests above rebuilt a model, a shard and evaluations with Snakemake alone: DVC, which
+    # compares content, finds them as it recorded them, and sees a change made after.
+    root, env = project
+    bin_dir = Path(sys.executable).parent
+    status = [str(bin_dir / "dvc"), "status", "--json"]
+    assert json.loads(run(status, root, env)) == {}
+    params_file = root / "params.yaml"
+    original = params_file.read_text()
+    changed = set_key(yaml.safe_load(original), "methods.align.lambda3", 0.3)
+    with identities_kept(root):
+        params_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+        try:
+            run([sys.executable, "-m", "align.cli", "identify"], root, env)
+            listed = set(json.loads(run(status, root, env)))
+        finally:
+            params_file.write_text(original)
+    assert listed == {"identify_data", "identify_runs", "train@gradient-align-0",
+                      "evaluate@gradient-align-0", "report"}
 
-    params, dataset = make_params(Path("${data.root}")), "${dataset}"
-    run = RunSpec(dataset, "${item.domain}", "${item.method}", "${item.seed}").named_dir()
+
+@contextlib.contextmanager
+def identities_kept(root: Path) -> Iterator[None]:
+    """Restores the identity files (contents and modification times) the block rewrote."""
+    kept = {path: (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in (root / "identities").rglob("*.json")}
+    try:
+        yield
+    finally:
+        for path, (content, mtime_ns) in kept.items():
+            path.write_bytes(content)
+            os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def dry_run_jobs(said: str) -> set[str]:
+    """The jobs a `snakemake -n` listed, named as the identities name them."""
+    jobs, rule = set(), None
+    for line in said.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            if rule == "report":  # the one rule without wildcards
+                jobs.add("report/synthetic")
+        elif line.strip().startswith("wildcards:") and rule not in (None, "all"):
+            wildcards = dict(item.strip().split("=") for item in line.split(":", 1)[1].split(","))
+            if "seed" in wildcards:
+                wildcards["seed"] = f"seed{wildcards['seed']}"
+            names = ("dataset", "domain", "method", "seed")
+            jobs.add("/".join([rule, *(wildcards[n] for n in names if n in wildcards)]))
+            rule = None
+    return jobs
+
+
+def test_a_change_after_dvc_built_the_outputs_is_seen_by_snakemake(project):
+    # `dvc repro` leaves outputs without Snakemake's records (.snakemake/metadata), which its
+    # params trigger needs: before, this dry run said "Nothing to be done".
+    root, _ = project
+    shutil.rmtree(root / ".snakemake" / "metadata", ignore_errors=True)
+    params_file = root / "params.yaml"
+    original = params_file.read_text()
+    changed = set_key(yaml.safe_load(original), "methods.align.lambda3", 0.3)
+    with identities_kept(root):
+        params_file.write_text(yaml.safe_dump(changed, sort_keys=False))
+        try:
+            said = snakemake_for(project, "-n", "all")
+        finally:
+            params_file.write_text(original)
+    assert dry_run_jobs(said) == {"train/synthetic/gradient/align/seed0",
+                                  "evaluate/synthetic/gradient/align/seed0", "report/synthetic"}
+    assert "Nothing to be done" in snakemake_for(project, "-n", "all")
+
+
+def test_dvc_yaml_names_the_paths_align_writes():
+    # Snakemake's rules take every path from the stages' declared outputs (align/stages.py,
+    # workflow/rules/common.smk); dvc.yaml cannot, so its paths are checked against the same
+    # declarations, with DVC's variables in place of the names.
+    from align.models.trained import BEST_MODEL
+    from align.runs import TRAINING_METRICS_FILE
+    from align.stages import STAGES, Job
+
+    params = make_params(Path("${data.root}"))
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def declared(stage: str) -> list[str]:
+        names = ("${item.domain}", "${item.method}", "${item.seed}")
+        job = Job(stage, "${dataset}", *(names if STAGES[stage].per_run else ()))  # type: ignore[arg-type]
+        return [str(path) for path in STAGES[stage].outputs(params, job)]
 
     def paths(stage: str, key: str) -> list[str]:
         return [next(iter(entry)) if isinstance(entry, dict) else entry
                 for entry in stages[stage].get(key, [])]
 
-    raw, split, shards = (str(raw_dir(params, dataset)), str(split_path(params, dataset)),
-                          str(shards_dir(params, dataset)))
-    masks = str(sam_mask_root(params, dataset))
+    ((raw,), (split, split_report), (shards,), (masks,), (run,)) = (
+        declared(stage) for stage in ("acquire", "split", "shard", "sam_masks", "train")
+    )
     assert paths("acquire", "outs") == [raw]
-    assert paths("split", "outs") == [split, str(report_path(params, dataset))]
+    assert paths("split", "outs") == [split, split_report]
     assert raw in paths("split", "deps") and split in paths("shard", "deps")
     assert paths("shard", "outs") == [shards] and shards in paths("sam_masks", "deps")
     assert paths("sam_masks", "outs") == [masks]
-    assert paths("identify_runs", "deps") == [shards, masks]
+    computed_from = ["params.yaml", "align", "requirements.lock"]
+    assert paths("identify_data", "deps") == computed_from
+    assert paths("identify_runs", "deps") == [*computed_from, shards, masks]
     assert paths("train", "outs") == [f"{run}/{BEST_MODEL}", f"{run}/identity.json"]
     assert paths("train", "metrics") == [f"{run}/{TRAINING_METRICS_FILE}"]
-    assert paths("evaluate", "outs") == [f"{run}/{EVAL_DIRNAME}"]
+    assert paths("evaluate", "outs") == declared("evaluate")
     assert f"{run}/{BEST_MODEL}" in paths("evaluate", "deps")

@@ -25,15 +25,13 @@ from align.report import write_report
 from align.report.collect import collect_evaluations, measurements_csv
 from align.report.examples import first_test_images, masker_masks
 from align.report.figures import mask_gallery_figure, mask_label
+from align.report.table_files import table_metrics, to_csv, to_markdown
 from align.report.tables import (
     ablation_table,
     attention_table,
     id_table,
     mask_quality_table,
     ood_table,
-    table_metrics,
-    to_csv,
-    to_markdown,
 )
 from align.runs import RunSpec
 from align.train import train_run

@@ -20,7 +20,7 @@ from conftest import make_params
 from PIL import Image
 
 from align.cli import main
-from align.data import download as download_module
+from align.data import gdrive_download
 from align.data.acquire import acquire_dataset
 from align.data.sources.folder import Folder, FolderConfig
 from align.data.split import write_split
@@ -209,7 +209,7 @@ def test_vlcs_without_url_downloads_from_google_drive(
     folder, base_url = served
     archive = make_vlcs_archive(vlcs_mini, folder / "DRIVE_FILE_ID")
     # Point gdown at the local server in place of drive.google.com.
-    monkeypatch.setattr(download_module, "GDRIVE_URL", base_url + "/{file_id}")
+    monkeypatch.setattr(gdrive_download, "GDRIVE_URL", base_url + "/{file_id}")
     raw = acquire(project, "vlcs", {"gdrive_id": "DRIVE_FILE_ID", "domains": VLCS_DOMAINS})
     assert relative_files(raw) == relative_files(vlcs_mini)
     lock = json.loads((project / "data" / "checksums.json").read_text())

@@ -33,13 +33,11 @@ from align.report.verdict import (
     comparisons,
     control_holds,
     decide,
-    headline,
     holm_family,
     pair_units,
-    to_csv,
-    to_markdown,
     unit_values,
 )
+from align.report.verdict_files import headline, to_csv, to_markdown
 from align.runs import RunSpec
 
 METRICS = {metric.key: metric for metric in VERDICT_METRICS}

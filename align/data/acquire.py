@@ -9,12 +9,9 @@ from pathlib import Path
 from align.config import Params
 from align.data.download import Downloads
 from align.data.registry import DATASETS
+from align.stages import raw_dir
 
 log = logging.getLogger(__name__)
-
-
-def raw_dir(params: Params, dataset: str) -> Path:
-    return params.data.root / "raw" / dataset
 
 
 def acquire_dataset(params: Params, dataset: str, refresh: bool = False) -> Path:

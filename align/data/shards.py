@@ -33,21 +33,17 @@ from tqdm import tqdm
 
 from align.atomic import atomic_path, write_json_atomically
 from align.config import Params
-from align.data.acquire import raw_dir
 from align.data.images import decode_8bit
 from align.data.registry import DATASETS
 from align.data.split import SPLITS, split_path
 from align.errors import UserError
+from align.stages import raw_dir, shards_dir
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "PPM", "GIF"})
 """Sources in these formats are stored as PNG, so sharding adds no compression artefacts."""
-
-
-def shards_dir(params: Params, dataset: str) -> Path:
-    return params.data.root / "shards" / dataset
 
 
 def shard_remedy(dataset: str) -> str:

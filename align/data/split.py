@@ -23,20 +23,16 @@ from tqdm import tqdm
 
 from align.atomic import write_json_atomically
 from align.config import Params
-from align.data.acquire import raw_dir
 from align.data.images import decode_8bit
 from align.data.layout import visible_files
 from align.data.registry import DATASETS, mask_path_for, shortcut_mask_path_for
 from align.errors import UserError
+from align.stages import raw_dir, report_path, split_path
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 T = TypeVar("T")
-
-
-def split_path(params: Params, dataset: str) -> Path:
-    return params.data.root / "splits" / f"{dataset}.json"
 
 
 def read_split(params: Params, dataset: str) -> dict[str, Any]:
@@ -50,10 +46,6 @@ def read_split(params: Params, dataset: str) -> dict[str, Any]:
 def read_classes(params: Params, dataset: str) -> list[str]:
     """The class names of `dataset`, in label order, from its split file."""
     return read_split(params, dataset)["classes"]
-
-
-def report_path(params: Params, dataset: str) -> Path:
-    return params.data.root / "splits" / f"{dataset}.report.json"
 
 
 def split_counts(n: int, ratios: Sequence[float]) -> tuple[int, int, int]:

@@ -42,7 +42,7 @@ from align.data.shards import shards_dir
 from align.device import pick_device
 from align.digests import content_digest, file_digest
 from align.errors import UserError
-from align.identity import Identities, dataset_job, grid_jobs
+from align.identity import Identities
 from align.masks.layout import status_file
 from align.provenance import provenance
 from align.report.collect import collect_evaluations, measurements_csv
@@ -56,11 +56,14 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.masker_blur import add_masker_blur
-from align.report.tables import TABLE_BUILDERS, table_metrics, to_csv, to_markdown
-from align.report.verdict import comparisons, headline
-from align.report.verdict import to_csv as verdict_csv
-from align.report.verdict import to_markdown as verdict_markdown
+from align.report.table_files import table_metrics, to_csv, to_markdown
+from align.report.tables import TABLE_BUILDERS
+from align.report.verdict import comparisons
+from align.report.verdict_files import headline
+from align.report.verdict_files import to_csv as verdict_csv
+from align.report.verdict_files import to_markdown as verdict_markdown
 from align.runs import EVAL_DIRNAME, RunSpec, domain_shard_files
+from align.stages import dataset_job, grid_jobs
 from align.store import Store, manifest_of, materialize
 
 log = logging.getLogger(__name__)

@@ -1,24 +1,23 @@
 # Shared set-up: params.yaml is read and validated by the same code as the `align` CLI, so a bad key
 # stops the workflow before any job runs. `--config params=other.yaml` selects another file.
 #
-# What a job depends on is decided in one place, align/identity.py: each rule carries its job's
-# identity key as a param (the parameters it reads after resolution, the code it runs and its
-# upstream jobs' keys), so Snakemake reruns a job exactly when DVC does. Inputs only order jobs.
+# What a job depends on is decided in one place, align/identity.py: each rule's input `identity` is its
+# job's identity file (the parameters it reads after resolution, the code it runs and its upstream
+# jobs' keys), the file DVC's stage depends on, so Snakemake reruns a job exactly when DVC does.
+# The other inputs only order jobs.
 # What a job left is sealed by the job itself (align/outputs.py) and checked below.
 import shlex
 import sys
 from pathlib import Path
 
 from align.config import load_params
-from align.data.acquire import raw_dir
-from align.data.shards import shards_dir
-from align.data.split import report_path, split_path
 from align.errors import UserError
-from align.identity import Identities, dataset_job, run_job
+from align.identity import Identities, identity_file
 from align.masks.layout import sam_mask_root
 from align.models.trained import BEST_MODEL
 from align.outputs import remove_damaged
-from align.runs import EVAL_DIRNAME, TRAINING_METRICS_FILE, RunSpec
+from align.runs import TRAINING_METRICS_FILE
+from align.stages import STAGES, Job, dataset_job, run_job, shards_dir
 
 PARAMS_FILE = config.get("params", "params.yaml")
 # Every job reads its parameters from that file, so an override that only Snakemake sees would
@@ -48,17 +47,24 @@ if workflow.is_main_process:
             print(f"snakemake: {line}", file=sys.stderr)
 
 DATASET = PARAMS.dataset
-# Every path is align's own (the functions the stages write with), with Snakemake's wildcards in
-# place of the names; tests/test_parity.py checks dvc.yaml's against the same functions.
-RAW = str(raw_dir(PARAMS, "{dataset}"))
-SPLIT = str(split_path(PARAMS, "{dataset}"))
-SPLIT_REPORT = str(report_path(PARAMS, "{dataset}"))
-SHARDS = str(shards_dir(PARAMS, "{dataset}"))
-SAM_MASKS = str(sam_mask_root(PARAMS, "{dataset}"))
-RUN = str(RunSpec("{dataset}", "{domain}", "{method}", "{seed}").named_dir())
+
+
+def declared_outputs(stage):
+    """What `stage` declares its jobs write (align/stages.py), with Snakemake's wildcards in place
+    of the names; tests/test_parity.py checks dvc.yaml's paths against the same declarations."""
+    per_run = STAGES[stage].per_run
+    job = Job(stage, "{dataset}", *(("{domain}", "{method}", "{seed}") if per_run else ()))
+    return [str(path) for path in STAGES[stage].outputs(PARAMS, job)]
+
+
+(RAW,) = declared_outputs("acquire")
+SPLIT, SPLIT_REPORT = declared_outputs("split")
+(SHARDS,) = declared_outputs("shard")
+(SAM_MASKS,) = declared_outputs("sam_masks")
+(RUN,) = declared_outputs("train")
+(EVALUATIONS,) = declared_outputs("evaluate")
 MODEL = f"{RUN}/{BEST_MODEL}"
 TRAINING_METRICS = f"{RUN}/{TRAINING_METRICS_FILE}"
-EVALUATIONS = f"{RUN}/{EVAL_DIRNAME}"
 # Jobs run `align` with the interpreter running Snakemake, which has just imported it: no
 # activated environment is needed. `{threads}` is each rule's own (`threads:`), filled in by
 # Snakemake when the job runs.
@@ -66,15 +72,19 @@ ALIGN = f"{shlex.quote(sys.executable)} -m align.cli --params {PARAMS_FILE} --th
 IDENTITIES = Identities(PARAMS)
 
 
-def identity_key(stage):
-    """A param function: the identity key of the rule's job, from its wildcards."""
+def identity(stage):
+    """An input function: the identity file of the rule's job (align/identity.py), written first
+    when its content changed. A job reruns when its identity changes, whoever built its outputs
+    (DVC, Snakemake or `make run`): the file is then newer than they are, and Snakemake's own
+    records, which only it writes, are not needed."""
 
-    def key(wildcards):
+    def path(wildcards):
         if "domain" in wildcards.keys():
             job = run_job(stage, wildcards.dataset, wildcards.domain, wildcards.method,
                           int(wildcards.seed))
         else:
             job = dataset_job(stage, wildcards.get("dataset", DATASET))
-        return IDENTITIES.key(job)
+        IDENTITIES.write(job)
+        return str(identity_file(job))
 
-    return key
+    return path

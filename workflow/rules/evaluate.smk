@@ -4,13 +4,12 @@
 
 rule evaluate:
     input:
+        identity=identity("evaluate"),
         model=MODEL,
         shards=SHARDS,
         sam=SAM_MASKS,
     output:
         directory(EVALUATIONS),
-    params:
-        identity=identity_key("evaluate"),
     threads: 8
     resources:
         gpu=1,

@@ -9,13 +9,12 @@ rule report:
     input:
         evaluated_runs(),
         trained_runs(),
+        identity=identity("report"),
         shards=str(shards_dir(PARAMS, DATASET)),
         sam=str(sam_mask_root(PARAMS, DATASET)),
     output:
         expand("results/{dataset}/{file}", dataset=DATASET, file=REPORT_FILES),
         expand("results/{file}", file=REPORT_FILES),
-    params:
-        identity=identity_key("report"),
     threads: 8
     resources:
         gpu=1,

@@ -1,5 +1,5 @@
-# Training: one job per (domain, method, seed) of `grid`. `params.identity` is the job's identity
-# key, so it reruns exactly when the experiment changes; an identical experiment (e.g. wo_eg and
+# Training: one job per (domain, method, seed) of `grid`. `input.identity` is the job's identity
+# file, so it reruns exactly when the experiment changes; an identical experiment (e.g. wo_eg and
 # align with lambda3 = 0, or a reverted knob) is found in runs/.store/ and only linked into place.
 from align.methods.base import METHODS
 
@@ -13,13 +13,12 @@ def mask_inputs(wildcards):
 
 rule train:
     input:
+        identity=identity("train"),
         shards=SHARDS,
         masks=mask_inputs,
     output:
         model=MODEL,
         metrics=TRAINING_METRICS,
-    params:
-        identity=identity_key("train"),
     threads: 8
     resources:
         gpu=1,

@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from align.data.download import Downloads, extract_archive, scratch_folder
+from align.data.archives import extract_archive, scratch_folder
+from align.data.download import Downloads
 from align.data.layout import copy_domains, link_or_copy, visible_files
 from align.data.registry import DatasetSource, register_dataset
 from align.errors import UserError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from align.data.download import Downloads, extract_archive, scratch_folder
+from align.data.archives import extract_archive, scratch_folder
+from align.data.download import Downloads
 from align.data.layout import copy_domains
 from align.data.registry import DatasetSource, register_dataset
 from align.schema import HttpUrl, StrictModel
