@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from align.config import DEFAULT_PARAMS, Params, load_params
 from align.errors import UserError
 from align.threads import THREADS_ENV, threads_from_env, use_threads
 
-Command = Callable[[Params, argparse.Namespace], None]
+if TYPE_CHECKING:
+    from align.config import Params
+    from align.stages import Job
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+Command = Callable[["Params", argparse.Namespace], None]
 COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
@@ -140,28 +146,53 @@ def check_params(params: Params, args: argparse.Namespace) -> None:
     print(params.model_dump_json(indent=2))
 
 
-def seal_job(params: Params, args: argparse.Namespace) -> None:
-    """Record what a stage command's job left at the pipeline's places (`align.outputs`), so
-    that Snakemake notices when it is changed by hand; outputs written elsewhere (another
-    `--runs-root` or `--results`) are not the pipeline's."""
-    from align.outputs import seal
-    from align.stages import PER_RUN_STAGES, RESULTS_ROOT, RUNS_ROOT, STAGES, dataset_job, run_job
+def pipeline_job(params: Params, args: argparse.Namespace) -> Job | None:
+    """The pipeline's job a stage command runs, when it writes at the pipeline's places; None for
+    other commands and for outputs written elsewhere (another `--runs-root` or `--results`)."""
+    from align.stages import RESULTS_ROOT, RUNS_ROOT, STAGES, dataset_job, run_job
 
     stage = args.command.replace("-", "_")  # `sam-masks` runs stage sam_masks
     if stage not in STAGES or getattr(args, "runs_root", RUNS_ROOT) != RUNS_ROOT:
-        return
+        return None
     if getattr(args, "results", RESULTS_ROOT) != RESULTS_ROOT:
-        return
+        return None
     dataset = getattr(args, "dataset", None) or params.dataset
-    if stage in PER_RUN_STAGES:
-        seal(params, run_job(stage, dataset, args.domain, args.method, args.seed))
-    else:
-        seal(params, dataset_job(stage, dataset))
+    if STAGES[stage].per_run:
+        return run_job(stage, dataset, args.domain, args.method, args.seed)
+    return dataset_job(stage, dataset)
+
+
+@contextlib.contextmanager
+def job_log(job: Job | None) -> Iterator[None]:
+    """Everything the job logs, and how it ended, also into its own file `logs/<job>.log`
+    (Snakemake's `log:` of the rule; the same file under DVC), kept when the job fails."""
+    if job is None:
+        yield
+        return
+    from align.stages import log_file
+
+    path = log_file(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+        logging.getLogger("align").info("%s: done", job.name)
+    except BaseException as error:
+        logging.getLogger("align").error("%s: failed: %s", job.name,
+                                         str(error) or type(error).__name__)
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description=__doc__)
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
+    # No default here: the parameters' module imports every method, and so torch, which would
+    # make `align --help` take seconds; main() fills in config.DEFAULT_PARAMS.
+    parser.add_argument("--params", type=Path, help="parameter file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--threads", type=int, metavar="N",
@@ -176,16 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
     _, function, _ = COMMANDS[args.command]
     try:
         use_threads(args.threads if args.threads is not None else threads_from_env())
-        params = load_params(args.params)
-        function(params, args)
-        seal_job(params, args)
+        from align.config import DEFAULT_PARAMS, load_params
+
+        params = load_params(args.params or DEFAULT_PARAMS)
+        job = pipeline_job(params, args)
+        with job_log(job):
+            function(params, args)
+            if job is not None:  # what it left, for Snakemake to notice changes by hand
+                from align.outputs import seal
+
+                seal(params, job)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader of our output went away (`align check-params | head -1`): not a fault. The

@@ -101,7 +101,11 @@ def evaluate_run(
         # Until the new results are complete the run reads as not evaluated, so no report can
         # pick up records of an earlier evaluation.
         remove_tree(run_dir / EVAL_DIRNAME)
-        for target in read_split(params, spec.dataset)["domains"]:
+        targets = read_split(params, spec.dataset)["domains"]
+        for number, target in enumerate(targets, 1):
+            if not show_progress:  # a line per domain where there is no bar (DVC, Snakemake)
+                log.info("%s: testing on %s (%d/%d)", spec.job("evaluate").name, target, number,
+                         len(targets))
             result = evaluate_on_domain(params, spec, run, target, show_progress)
             result["identity_key"] = key
             write_json_atomically(staging / f"{target}.json", result, indent=2)

@@ -128,6 +128,15 @@ def run_dir(job: Job, runs_root: Path = RUNS_ROOT) -> Path:
     return runs_root / job.dataset / job.domain / job.method / f"seed{job.seed}"  # type: ignore[operator]
 
 
+LOGS_ROOT = Path("logs")
+
+
+def log_file(job: Job) -> Path:
+    """`logs/<job name>.log`: what the job logged, kept when it fails (`align` writes it; it is
+    the `log:` of the job's Snakemake rule)."""
+    return LOGS_ROOT / f"{job.name}.log"
+
+
 def _report_outputs(params: Params, job: Job) -> list[Path]:
     """The report's folder, and its files mirrored into results/ (all but identity.json)."""
     folder = RESULTS_ROOT / job.dataset

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from align.errors import UserError
 
 THREADS_ENV = "ALIGN_THREADS"
@@ -39,6 +37,8 @@ def use_threads(threads: int | None) -> None:
     if threads < 1:
         raise UserError(f"--threads {threads}: expected at least 1")
     _job_threads = threads
+    import torch  # here, not above: `align --help` stays fast (torch takes seconds to import)
+
     torch.set_num_threads(threads)
 
 

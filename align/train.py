@@ -223,6 +223,7 @@ class Trainer:
 
         truncate_dvclive(self.folder / "dvclive", self.progress.step)
         steps = self.params.train.steps
+        self.started = (time.perf_counter(), self.progress.step)
         with (
             Live(str(self.folder / "dvclive"), resume=self.progress.step > 0, save_dvc_exp=False,
                  dvcyaml=None, report=None) as live,
@@ -273,6 +274,8 @@ class Trainer:
                 accuracy = self.validation_accuracy()
                 live.log_metric("val/accuracy", accuracy)
                 self._select(accuracy)
+                if not self.show_progress:
+                    self._log_progress(terms, accuracy)
                 if self.on_validation is not None:
                     self.on_validation(self, accuracy)
             live.next_step()
@@ -282,6 +285,17 @@ class Trainer:
                 return
         self.progress.epoch += 1
         self.progress.batches_done_in_epoch = 0
+
+    def _log_progress(self, terms: dict[str, float], accuracy: float) -> None:
+        """One line per validation when there is no progress bar (under DVC and Snakemake, whose
+        screens and log files a bar's redraws would fill): the job, step, losses and time left."""
+        step, steps = self.progress.step, self.params.train.steps
+        started, first_step = self.started
+        elapsed = time.perf_counter() - started
+        left = elapsed / max(step - first_step, 1) * (steps - step)
+        losses = ", ".join(f"{name} {value:.3f}" for name, value in terms.items())
+        log.info("%s: step %d/%d, %s, val accuracy %.1f%%, %.0f s, about %.0f s left",
+                 self.spec.job().name, step, steps, losses, 100 * accuracy, elapsed, left)
 
     def _step(self, batch: dict[str, Any]) -> dict[str, float]:
         logged: dict[str, float] = {}

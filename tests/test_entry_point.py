@@ -47,3 +47,18 @@ def test_a_snakemake_config_override_other_than_params_stops_in_one_line(project
     assert len(said) == 1, result.stderr
     assert "--config params=" in said[0] and "params.yaml" in said[0]
     assert "--config methods=" in said[0]
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["train", "--help"]])
+def test_help_imports_neither_torch_nor_the_parameters(arguments: list[str]) -> None:
+    # Importing torch (through the parameters, which register every method) took `align --help`
+    # about 9 s; without it the help is immediate.
+    code = (
+        "import sys\nfrom align.cli import main\n"
+        f"try:\n    main({arguments!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'align.config') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert "usage: align" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

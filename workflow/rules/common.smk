@@ -17,7 +17,7 @@ from align.masks.layout import sam_mask_root
 from align.models.trained import BEST_MODEL
 from align.outputs import remove_damaged
 from align.runs import TRAINING_METRICS_FILE
-from align.stages import STAGES, Job, dataset_job, run_job, shards_dir
+from align.stages import STAGES, Job, dataset_job, log_file, run_job, shards_dir
 
 PARAMS_FILE = config.get("params", "params.yaml")
 # Every job reads its parameters from that file, so an override that only Snakemake sees would
@@ -49,12 +49,21 @@ if workflow.is_main_process:
 DATASET = PARAMS.dataset
 
 
+def wildcard_job(stage, dataset="{dataset}"):
+    """A job of `stage` with Snakemake's wildcards in place of its names."""
+    per_run = STAGES[stage].per_run
+    return Job(stage, dataset, *(("{domain}", "{method}", "{seed}") if per_run else ()))
+
+
 def declared_outputs(stage):
     """What `stage` declares its jobs write (align/stages.py), with Snakemake's wildcards in place
     of the names; tests/test_parity.py checks dvc.yaml's paths against the same declarations."""
-    per_run = STAGES[stage].per_run
-    job = Job(stage, "{dataset}", *(("{domain}", "{method}", "{seed}") if per_run else ()))
-    return [str(path) for path in STAGES[stage].outputs(PARAMS, job)]
+    return [str(path) for path in STAGES[stage].outputs(PARAMS, wildcard_job(stage))]
+
+
+def job_log(stage, dataset="{dataset}"):
+    """The log file `align` writes for a job of `stage` (align/stages.py: log_file)."""
+    return str(log_file(wildcard_job(stage, dataset)))
 
 
 (RAW,) = declared_outputs("acquire")

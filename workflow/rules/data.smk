@@ -7,6 +7,8 @@ rule acquire:
         identity=identity("acquire"),
     output:
         directory(RAW),
+    log:
+        job_log("acquire"),
     shell:
         f"{ALIGN} acquire --dataset {{wildcards.dataset}}"
 
@@ -18,6 +20,8 @@ rule split:
     output:
         split=SPLIT,
         report=SPLIT_REPORT,
+    log:
+        job_log("split"),
     shell:
         f"{ALIGN} split --dataset {{wildcards.dataset}}"
 
@@ -28,6 +32,8 @@ rule shard:
         split=SPLIT,
     output:
         directory(SHARDS),
+    log:
+        job_log("shard"),
     shell:
         f"{ALIGN} shard --dataset {{wildcards.dataset}}"
 
@@ -42,5 +48,7 @@ rule sam_masks:
     threads: 8
     resources:
         gpu=1,
+    log:
+        job_log("sam_masks"),
     shell:
         f"{ALIGN} sam-masks --dataset {{wildcards.dataset}}"

@@ -13,6 +13,8 @@ rule evaluate:
     threads: 8
     resources:
         gpu=1,
+    log:
+        job_log("evaluate"),
     shell:
         f"{ALIGN} evaluate --dataset {{wildcards.dataset}} --domain {{wildcards.domain}} "
         "--method {wildcards.method} --seed {wildcards.seed} --no-progress"

@@ -18,5 +18,7 @@ rule report:
     threads: 8
     resources:
         gpu=1,
+    log:
+        job_log("report", DATASET),
     shell:
         f"{ALIGN} report --runs-root runs --results results"

@@ -22,6 +22,8 @@ rule train:
     threads: 8
     resources:
         gpu=1,
+    log:
+        job_log("train"),
     shell:
         f"{ALIGN} train --dataset {{wildcards.dataset}} --domain {{wildcards.domain}} "
         "--method {wildcards.method} --seed {wildcards.seed} --no-progress"
