@@ -264,6 +264,7 @@ class Trainer:
             self.progress.step += 1
             self.progress.batches_done_in_epoch += 1
             step = self.progress.step
+            live.step = step  # DVCLive counts from 0; steps here, as `selected_step`, from 1
             for name, value in terms.items():
                 live.log_metric(f"train/{name}", value)
             images_per_second = len(batch["label"]) / (time.perf_counter() - started)
@@ -388,11 +389,12 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def truncate_dvclive(directory: Path, step: int) -> None:
-    """Drop logged rows past `step`: a killed run logged steps its checkpoint does not have."""
+    """Drop logged rows past `step` (the checkpoint's last): a killed run logged steps its
+    checkpoint does not have."""
     for table in (directory / "plots" / "metrics").rglob("*.tsv"):
         lines = table.read_text().splitlines(keepends=True)
         if not lines:
             continue
         column = lines[0].rstrip("\n").split("\t").index("step")
-        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t")[column]) < step]
+        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t")[column]) <= step]
         table.write_text("".join(kept))

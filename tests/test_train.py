@@ -151,10 +151,13 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synthetic, t
     best = [json.loads((d / "metrics.json").read_text()) for d in (resumed, straight)]
     assert best[0]["val_accuracy"] == best[1]["val_accuracy"]
     assert best[0]["selected_step"] == best[1]["selected_step"]
-    # The training curve has each step once, despite the steps logged again after the kill.
+    # The training curve has each step once, despite the steps logged again after the kill,
+    # numbered as `selected_step` is: from 1.
     ce = (resumed / "dvclive" / "plots" / "metrics" / "train" / "ce.tsv").read_text().splitlines()
     assert ce[0].split("\t")[0] == "step"
-    assert [int(row.split("\t")[0]) for row in ce[1:]] == list(range(40))
+    assert [int(row.split("\t")[0]) for row in ce[1:]] == list(range(1, 41))
+    accuracy = (resumed / "dvclive" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text()
+    assert accuracy.splitlines()[-1].split("\t")[0] == "40"  # validation only at the last step
 
 
 def test_align_never_selects_a_warmup_checkpoint_even_when_its_validation_is_best(
