@@ -273,7 +273,7 @@ class Trainer:
             bar.update()
             if step % self.params.train.eval_every == 0 or step == steps:
                 accuracy = self.validation_accuracy()
-                live.log_metric("val/accuracy", accuracy)
+                live.log_metric("val/accuracy", 100 * accuracy)  # %, as in the tables
                 self._select(accuracy)
                 if not self.show_progress:
                     self._log_progress(terms, accuracy)
@@ -332,7 +332,7 @@ class Trainer:
 
     def _write_results(self) -> None:
         metrics = {
-            "val_accuracy": self.progress.best_val_accuracy,
+            "val_accuracy": 100 * self.progress.best_val_accuracy,  # %, as in the tables
             "selected_step": self.progress.best_step,
             "first_selectable_step": self.first_selectable,
             "steps": self.params.train.steps,
@@ -346,8 +346,8 @@ class Trainer:
         }
         write_json_atomically(self.folder / TRAINING_METRICS_FILE, metrics, indent=2)
         write_json_atomically(self.folder / "identity.json", self.identity, indent=2)
-        log.info("%s: best val accuracy %.4f at step %d", self.spec,
-                 self.progress.best_val_accuracy, self.progress.best_step)
+        log.info("%s: best val accuracy %.1f%% at step %d", self.spec.job().name,
+                 100 * self.progress.best_val_accuracy, self.progress.best_step)
 
 
 def no_selectable_checkpoint(method: str, first_selectable: int, steps: int) -> str:
