@@ -1,7 +1,9 @@
-"""What a result came from: the git commit of the code and the hash of the parameters."""
+"""What a result came from: the git commit of the code (or the DVC experiment) and the hash of the
+parameters."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -11,11 +13,25 @@ from align.config import Params, params_hash
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+EXPERIMENT_BASELINE = "DVC_EXP_BASELINE_REV"
+EXPERIMENT_NAME = "DVC_EXP_NAME"
+"""What `dvc exp run` sets for every stage of an experiment (dvc/env.py): the commit it started
+from and its name."""
 
-@cache
+
 def git_commit() -> str:
     """The checked-out commit, with `-dirty` when tracked files differ from it; `unknown` outside
-    a git checkout (e.g. an installed wheel)."""
+    a git checkout (e.g. an installed wheel). Inside `dvc exp run`: `<baseline commit> (dvc
+    experiment <name>)`, since the experiment's own commit is made only after its stages ran,
+    and its name finds that commit afterwards (`dvc exp show`, `dvc exp apply <name>`)."""
+    baseline, name = os.environ.get(EXPERIMENT_BASELINE), os.environ.get(EXPERIMENT_NAME)
+    if baseline and name:
+        return f"{baseline} (dvc experiment {name})"
+    return _checkout_commit()
+
+
+@cache
+def _checkout_commit() -> str:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,

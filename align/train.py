@@ -232,6 +232,10 @@ class Trainer:
         ):
             while self.progress.step < steps:
                 self._run_epoch(live, bar)
+        # DVCLive's summary (the last step's numbers) is not kept: no stage declares it, so DVC
+        # would not restore it with a reverted run and it would stay stale. The curves and the
+        # run's metrics.json hold every number it has.
+        Path(live.metrics_file).unlink(missing_ok=True)
         self._write_results()
 
     def _make_loaders(self) -> None:

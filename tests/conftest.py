@@ -47,7 +47,8 @@ def make_params(root: Path, **sections: Any) -> Params:
 TINY_PRESET = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
                              .read_text(encoding="utf-8"))
 TINY_SYNTHETIC = {
-    **{section: TINY_PRESET[section] for section in ("data", "datasets", "train", "methods")},
+    **{section: TINY_PRESET[section] for section in ("datasets", "train", "methods")},
+    "data": {key: value for key, value in TINY_PRESET["data"].items() if key != "root"},
     "grid": {"domains": TINY_PRESET["grid"]["domains"]},
 }
 """configs/tiny.yaml, the README's first try, with each test's own grid of methods and seeds (the
@@ -85,3 +86,32 @@ def with_sections(params: Params, **sections: dict) -> Params:
                 raw[name][key] = value
     root = Path(raw["data"].pop("root"))
     return make_params(root, **{k: v for k, v in raw.items() if k != "data"}, data=raw["data"])
+
+
+@pytest.fixture(scope="session")
+def report(tiny_synthetic: Params, tmp_path_factory: pytest.TempPathFactory):
+    """erm and align trained for two steps on both tiny domains, hand-written eval records
+    (tests/test_report.py's), and the report written from them: (params, runs, results, the
+    files written under results). Built once per session: tests/test_report.py and
+    tests/test_results_page.py read it."""
+    import torch
+    from test_report import DOMAINS, write_evals
+
+    from align.report import write_report
+    from align.runs import RunSpec
+    from align.train import train_run
+
+    torch.set_num_threads(1)
+    params = with_sections(
+        tiny_synthetic,
+        grid={"methods": ["erm", "align"], "seeds": [0]},
+        train={"steps": 2, "eval_every": 2, "checkpoint_every": 2},
+        methods={"align": {"warmup_steps": 1}},
+    )
+    root = tmp_path_factory.mktemp("report")
+    runs, results = root / "runs", root / "results"
+    for method in ("erm", "align"):
+        for domain in DOMAINS:
+            train_run(params, RunSpec("synthetic", domain, method, 0), runs, show_progress=False)
+    write_evals(runs, ["erm", "align"], [0])
+    return params, runs, results, write_report(params, runs, results)

@@ -130,3 +130,54 @@ def test_pipeline_reads_the_split_by_stage_and_method_from_a_snakemake_log(tmp_p
     assert report["job_seconds_by_method"] == {"erm": {"train": 60, "evaluate": 18},
                                                "align": {"train": 180, "evaluate": 0}}
     assert report["train_time_ratio_to_erm"] == {"erm": 1.0, "align": 3.0}
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_part_and_says_it_measured_the_cpu(tmp_path):
+    """bench/gpu_check.py at its smallest on the CPU, so that the GPU's one call cannot rot. The
+    tiny grid runs in this process (`--tiny-runner inprocess`): through Snakemake every job
+    imports torch anew, minutes on this machine."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--image-size", "32",
+         "--batch", "4", "--steps", "2", "--threads", "1", "--tiny-runner", "inprocess",
+         "--tiny-methods", "align", "--tiny-domains", "gradient",
+         "--scratch", str(tmp_path / "scratch")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads(result.stdout)
+    parts = report["parts"]
+    assert {name: part.get("error") for name, part in parts.items()} == dict.fromkeys(
+        ("tiny_grid", "step_time", "paper_preset"))
+    assert result.returncode == 0 and report["passed"]
+    assert report["device_type"] == "cpu" and report["device"].startswith("cpu")
+    assert "no GPU" in report["device"] and report["torch"]
+    assert all(part["seconds"] > 0 and part["peak_gpu_memory_gib"] is None
+               for part in parts.values())
+    assert parts["tiny_grid"]["grid"]["methods"] == ["align"]
+    assert parts["tiny_grid"]["seconds_by_stage"]["report"] > 0
+    assert (tmp_path / "scratch" / "tiny" / "results" / "ood_table.csv").is_file()
+    steps = parts["step_time"]
+    assert steps["setting"]["size"] == 32 and steps["align_vs_erm"] > 0
+    assert steps["erm"]["median_seconds_per_step"] > 0
+    preset = parts["paper_preset"]
+    assert preset["preset_dataset"] == "vlcs" and preset["methods"] == ["erm", "align"]
+    assert preset["steps"] == 2 and preset["train_time_ratio_to_erm"]["erm"] == 1.0
+
+
+@pytest.mark.slow
+def test_gpu_check_reports_a_failed_part_and_runs_the_next(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--image-size", "32",
+         "--batch", "2", "--steps", "1", "--threads", "1", "--parts", "paper_preset",
+         "step_time", "--preset", str(tmp_path / "missing.yaml"),
+         "--scratch", str(tmp_path / "scratch")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and not report["passed"]
+    failed = report["parts"]["paper_preset"]
+    assert not failed["passed"] and "missing.yaml" in failed["error"]
+    assert "\n" not in failed["error"]
+    assert report["parts"]["step_time"]["passed"]

@@ -195,6 +195,26 @@ def test_a_finished_run_is_up_to_date_for_both_orchestrators(project):
     assert said.strip() == "Data and pipelines are up to date.", said
 
 
+def test_dvc_metrics_show_only_the_headline(project):
+    # `dvc metrics show` and `dvc exp show` had every run's metrics.json and every table's means:
+    # 8 lines of up to 6,400 characters, and ~240 metric columns. Now one file, a few figures.
+    root, env = project
+    said = json.loads(run([str(Path(sys.executable).parent / "dvc"), "metrics", "show",
+                           "--json"], root, env))
+    (files,) = [revision["data"] for revision in said.values()]
+    assert list(files) == ["results/metrics.json"]
+    headline = files["results/metrics.json"]["data"]
+    methods = tiny_params()["grid"]["methods"]
+    assert set(headline) == {"ood_accuracy", "id_accuracy", "align_vs", "positive_control"}
+    assert set(headline["ood_accuracy"]) == set(headline["id_accuracy"]) == set(methods)
+    assert set(headline["align_vs"]) == set(methods) - {"align"}
+    # At most: 2 per method, 4 per comparison with ALIGN, 6 for the control.
+    def leaves(node: Any) -> int:
+        return sum(map(leaves, node.values())) if isinstance(node, dict) else 1
+
+    assert leaves(headline) <= 2 * len(methods) + 4 * (len(methods) - 1) + 6, headline
+
+
 def test_every_knob_and_code_area_reruns_the_same_jobs_everywhere(project):
     raw = tiny_params()
     changes, invalid = [], []
@@ -425,7 +445,75 @@ def test_dvc_yaml_names_the_paths_align_writes():
     computed_from = ["params.yaml", "align", "requirements.lock"]
     assert paths("identify_data", "deps") == computed_from
     assert paths("identify_runs", "deps") == [*computed_from, shards, masks]
-    assert paths("train", "outs") == [f"{run}/{BEST_MODEL}", f"{run}/identity.json"]
-    assert paths("train", "metrics") == [f"{run}/{TRAINING_METRICS_FILE}"]
+    assert paths("train", "outs") == [f"{run}/{BEST_MODEL}", f"{run}/identity.json",
+                                      f"{run}/{TRAINING_METRICS_FILE}"]
+    # Only the report's headline is a DVC metric (a run's metrics.json made ~70 columns).
+    assert "metrics" not in stages["train"]
     assert paths("evaluate", "outs") == declared("evaluate")
     assert f"{run}/{BEST_MODEL}" in paths("evaluate", "deps")
+
+
+# Sharing: what `make run` built reaches a colleague through DVC's default remote (a folder beside
+# the project, .dvc/config) and a git clone, and nothing is trained there.
+GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.org")
+TRACKED_DVC_FILES = (".dvc/config", ".dvc/.gitignore", ".dvc/plots")
+"""What git holds of the repository's .dvc/ folder (plots: the templates of dvc.yaml's plots)."""
+
+
+@pytest.mark.slow
+def test_a_clone_pulls_every_result_from_the_default_remote_and_trains_nothing(
+    project, tmp_path_factory
+):
+    root, env = project
+    dvc = str(Path(sys.executable).parent / "dvc")
+    # Every target present again (a test above may have left one removed), as DVC recorded it.
+    snakemake_for(project, "all")
+    assert json.loads(run([dvc, "status", "--json"], root, env)) == {}
+    # The store links each trained model into place and `make run` leaves that link as it is, so
+    # a model is one file in the workspace and the store; DVC's cache holds its other copy.
+    models = sorted((root / "runs").glob("synthetic/*/*/seed*/model.pt"))
+    for model in models:
+        key = json.loads((model.parent / "identity.json").read_text())["key"]
+        assert model.stat().st_ino == (root / "runs" / ".store" / key / "model.pt").stat().st_ino
+
+    # The committed DVC settings (this copy was made by `dvc init --no-scm`, without git).
+    config = root / ".dvc" / "config"
+    own_config = config.read_text()
+    config.write_text((REPO / ".dvc" / "config").read_text())
+    try:
+        run([dvc, "config", "core.no_scm", "true"], root, env)
+        run([dvc, "push", "--quiet"], root, env)
+    finally:
+        config.write_text(own_config)
+    assert (root.parent / "align-dvc-remote" / "files" / "md5").is_dir()
+
+    # What git holds after `make run` (dvc.lock included), committed and cloned beside it.
+    origin = tmp_path_factory.mktemp("origin")
+    for name in [*PROJECT_FILES, "params.yaml", "dvc.lock", ".gitignore", *TRACKED_DVC_FILES]:
+        source = REPO / name if name in (".gitignore", *TRACKED_DVC_FILES) else root / name
+        if source.is_dir():
+            shutil.copytree(source, origin / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.is_file():
+            (origin / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, origin / name)
+    run([*GIT, "init", "--quiet"], origin, env)
+    run([*GIT, "add", "--all"], origin, env)
+    run([*GIT, "commit", "--quiet", "--message", "the tiny grid, built"], origin, env)
+    clone = tmp_path_factory.mktemp("clone")
+    run([*GIT, "clone", "--quiet", str(origin), str(clone)], clone.parent, env)
+    (clone / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    clone_env = {**env, "PYTHONPATH": str(clone)}
+
+    run([dvc, "pull", "--quiet"], clone, clone_env)
+    # Only the identities are computed (they are not stored: each clone computes its own); every
+    # other stage, training included, finds its outputs as pulled.
+    said = run([dvc, "repro"], clone, clone_env)
+    ran = {line for line in said.splitlines() if line.startswith("Running stage")}
+    assert ran == {"Running stage 'identify_data':", "Running stage 'identify_runs':"}, said
+    assert run([dvc, "status"], clone, clone_env).strip() == "Data and pipelines are up to date."
+    results = sorted(path.relative_to(root) for path in (root / "results").rglob("*")
+                     if path.is_file() and ".store" not in path.parts)
+    assert results and all((clone / path).read_bytes() == (root / path).read_bytes()
+                           for path in results)
+    assert all((clone / model.relative_to(root)).read_bytes() == model.read_bytes()
+               for model in models)

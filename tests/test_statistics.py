@@ -91,6 +91,24 @@ def test_bootstrap_interval_is_deterministic_contains_the_mean_and_matches_scipy
     assert high == pytest.approx(reference.high, abs=0.1)
 
 
+def test_bootstrap_interval_of_two_pairs_by_hand():
+    # Differences 0 and 2: a resampled mean is 0, 1 or 2 with chances 1/4, 1/2, 1/4, so the
+    # 2.5th and 97.5th percentiles of 10,000 of them are 0 and 2; equal differences give a
+    # zero-width interval at their value.
+    assert bootstrap_interval([0.0, 2.0]) == (0.0, 2.0)
+    assert bootstrap_interval([-10.0, -10.0, -10.0]) == (-10.0, -10.0)
+
+
+def test_bootstrap_of_the_differences_is_scipys_paired_bootstrap_of_the_pairs():
+    first = np.array([71.0, 65.5, 80.0, 58.25, 77.0])
+    second = np.array([70.0, 60.0, 79.5, 50.0, 78.0])
+    paired = stats.bootstrap((first, second), lambda a, b, axis: np.mean(a - b, axis=axis),
+                             paired=True, n_resamples=10_000, method="percentile",
+                             rng=np.random.default_rng(0)).confidence_interval
+    low, high = bootstrap_interval(paired_differences(first, second))
+    assert (low, high) == pytest.approx((paired.low, paired.high), rel=1e-12)
+
+
 def test_bootstrap_interval_excludes_zero_for_a_clearly_shifted_difference():
     differences = np.array([4.0, 5.5, 6.0, 4.5, 5.0, 7.0, 3.5, 6.5])
     low, high = bootstrap_interval(differences)

@@ -60,6 +60,29 @@ def test_a_run_writes_its_folder_and_is_deterministic_by_seed(tiny_synthetic, tm
     assert any(not torch.equal(v, differs[k]) for k, v in saved_weights(named).items())
 
 
+def test_a_run_folder_holds_only_what_the_train_stage_declares(tiny_synthetic, tmp_path):
+    # On a reverted knob DVC restores the train stage's declared outputs from its run cache and
+    # leaves every other file of the folder as the variant left it: DVCLive's undeclared summary
+    # (dvclive/metrics.json, the variant's last losses and accuracy) stayed stale.
+    params = with_sections(tiny_synthetic, grid={"methods": ["erm"]},
+                           train={"steps": 2, "eval_every": 2})
+    spec = RunSpec("synthetic", "noise", "erm", 0)
+    named = train_run(params, spec, tmp_path, show_progress=False)
+    stage = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]["train"]
+    prefix = "runs/${dataset}/${item.domain}/${item.method}/seed${item.seed}/"
+    declared = [
+        next(iter(entry)) if isinstance(entry, dict) else entry
+        for kind in ("outs", "metrics", "plots") for entry in stage.get(kind, [])
+    ]
+    assert all(path.startswith(prefix) for path in declared)
+    declared = [path.removeprefix(prefix) for path in declared]
+    files = sorted(path.relative_to(named).as_posix() for path in named.rglob("*")
+                   if path.is_file())
+    assert [name for name in files
+            if not any(name == path or name.startswith(f"{path}/") for path in declared)] == []
+    assert "dvclive/plots/metrics/val/accuracy.tsv" in files  # the curves stay
+
+
 def test_an_identical_run_is_found_in_the_store_and_not_trained_again(
     tiny_synthetic, tmp_path, monkeypatch
 ):

@@ -1,8 +1,7 @@
 """Accuracy and macro one-vs-rest AUC of a classifier on a test split, both in percent.
 
 AUC follows the paper's tables: one-vs-rest on the softmax probabilities, averaged over classes
-(macro). It is computed from ranks (the Mann-Whitney U statistic, tied scores given their mean
-rank), which equals the area under the ROC curve with ties counted as half, as scikit-learn does.
+(macro), by scikit-learn's `roc_auc_score` (ties counted as half).
 
 Rule for classes absent from a split (a small domain can miss a class): a class with no positive
 sample has no ROC curve, so it is left out of the macro average, and the summary lists the classes
@@ -16,7 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 
@@ -30,33 +31,9 @@ def accuracy(scores: Tensor, labels: Tensor) -> float:
     return (scores.argmax(1) == labels.to(scores.device)).double().mean().item() * 100
 
 
-def _midranks(values: Tensor) -> Tensor:
-    """1-based ranks of a 1-D tensor, equal values sharing the mean of their ranks (float64)."""
-    sorted_values, order = values.sort(stable=True)
-    _, group, counts = torch.unique_consecutive(
-        sorted_values, return_inverse=True, return_counts=True
-    )
-    last = counts.cumsum(0).double()
-    mean_rank = last - (counts.double() - 1) / 2
-    ranks = torch.empty(values.numel(), dtype=torch.float64, device=values.device)
-    ranks[order] = mean_rank[group]
-    return ranks
-
-
 def _check_labels(labels: Tensor, num_classes: int) -> None:
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got {labels.unique().tolist()}")
-
-
-def _binary_auc(scores: Tensor, positive: Tensor) -> float:
-    """AUC in [0,1] of scores (N,) for the boolean positives (N,); NaN without both classes."""
-    num_positive = int(positive.sum())
-    num_negative = positive.numel() - num_positive
-    if num_positive == 0 or num_negative == 0:
-        return math.nan
-    rank_sum = _midranks(scores)[positive].sum().item()
-    u_statistic = rank_sum - num_positive * (num_positive + 1) / 2
-    return u_statistic / (num_positive * num_negative)
 
 
 def auc_per_class(probs: Tensor, labels: Tensor) -> Tensor:
@@ -64,13 +41,17 @@ def auc_per_class(probs: Tensor, labels: Tensor) -> Tensor:
 
     NaN for a class without positives, or without negatives (the only class present).
     """
-    probs, labels = probs.detach().cpu(), labels.detach().cpu()
-    num_classes = probs.shape[1]
+    scores, classes = probs.detach().double().cpu().numpy(), labels.detach().cpu().numpy()
+    num_classes = scores.shape[1]
     _check_labels(labels, num_classes)
-    return torch.tensor(
-        [_binary_auc(probs[:, c], labels == c) * 100 for c in range(num_classes)],
-        dtype=torch.float64,
-    )
+    aucs = np.full(num_classes, math.nan)
+    present = np.unique(classes)
+    if len(present) >= 2:
+        # One-vs-rest over the classes present: each one's indicator against its score column.
+        # (`multi_class="ovr"` does the same, but refuses a score column of an absent class.)
+        aucs[present] = 100 * roc_auc_score(classes[:, None] == present, scores[:, present],
+                                            average=None)
+    return torch.from_numpy(aucs)
 
 
 def macro_auc_ovr(probs: Tensor, labels: Tensor) -> float:

@@ -10,18 +10,22 @@ Writes under `results/`:
   (Holm-adjusted per metric), a Wilcoxon p-value and one sentence each (`align.report.verdict`);
 - `measurements.csv`: every number of every eval record in long form, a row per (run, target
   domain, metric), e.g. `mask_quality.gradcam.iou` (`align.report.collect.measurements`);
-- `metrics.json`: {table: {row: {column: mean}}} and `headline` (mean accuracies per method,
-  ALIGN's paired OOD differences and the positive control) for `dvc metrics show/diff` and
-  `dvc exp show`;
+- `metrics.json`: the headline only (mean accuracies per method, ALIGN's paired OOD
+  differences and the positive control, keyed by method id) for `dvc metrics show/diff` and
+  `dvc exp show`, whose rows already name the commit or experiment; every other number is in
+  the CSVs;
 - `fig2.csv`: Fig. 2's bars in long form for `dvc plots`;
 - `figures/fig2_mask_quality.png`, `figures/fig4_case_study.png`, `figures/fig5_mask_gallery.png`,
   `figures/attention.png` (where each map looks: object, shortcut, elsewhere);
+- `curves.csv`: every run's DVCLive learning curves in long form, and its OOD accuracy at the
+  selected step, for `dvc plots` (`align.report.curves`);
+- `index.html`: all of the above on one self-contained page (`align.report.page`);
 - `provenance.json`: the git commit and params hash, the files written, and the commit and hash
   each eval record came from.
 
 Provenance: every CSV row carries `git_commit` and `params_hash` columns (the files stay plain
-CSV), each Markdown file ends with a line naming both, `metrics.json` holds them under
-`provenance`, and each PNG has them in its footer and as PNG text chunks.
+CSV), each Markdown file ends with a line naming both, `provenance.json` holds them, and each
+PNG has them in its footer and as PNG text chunks.
 
 Every file is written under a temporary name and renamed when complete. `provenance.json` is
 removed first and written last, so a report with a `provenance.json` is complete.
@@ -33,6 +37,7 @@ import hashlib
 import json
 import logging
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,14 @@ from align.identity import Identities
 from align.masks.layout import status_file
 from align.provenance import provenance
 from align.report.collect import collect_evaluations, measurements_csv
+from align.report.curves import (
+    CURVES_DATA,
+    configured_runs,
+    curve_files,
+    curve_pngs,
+    curves_csv,
+    read_curves,
+)
 from align.report.figures import (
     attention_figure,
     blur_bars,
@@ -56,14 +69,15 @@ from align.report.figures import (
     save_figure,
 )
 from align.report.masker_blur import add_masker_blur
-from align.report.table_files import table_metrics, to_csv, to_markdown
+from align.report.page import PAGE, PageInputs, results_page
+from align.report.table_files import to_csv, to_markdown
 from align.report.tables import TABLE_BUILDERS
 from align.report.verdict import comparisons
 from align.report.verdict_files import headline
 from align.report.verdict_files import to_csv as verdict_csv
 from align.report.verdict_files import to_markdown as verdict_markdown
-from align.runs import EVAL_DIRNAME, RunSpec, domain_shard_files
-from align.stages import dataset_job, grid_jobs
+from align.runs import EVAL_DIRNAME, domain_shard_files
+from align.stages import dataset_job
 from align.store import Store, manifest_of, materialize
 
 log = logging.getLogger(__name__)
@@ -92,6 +106,8 @@ REPORT_FILES = (
     METRICS_FILE,
     FIG2_DATA,
     *FIGURES.values(),
+    CURVES_DATA,
+    PAGE,
     PROVENANCE_FILE,
 )
 """Every file of a report, in `results/<dataset>/` and mirrored into `results/`: the one list.
@@ -144,14 +160,13 @@ def mirror(entry: Path, results_dir: Path) -> list[Path]:
 def report_identity(params: Params, runs_root: Path) -> dict[str, Any]:
     """The content identity of the report job (with `key`): its job identity with the upstream
     jobs replaced by the files it reads: each configured run's `identity.json` (which names the
-    stored model), its eval records, and the test shards and SAM masks its figures use."""
+    stored model), its eval records and its DVCLive curves, and the test shards and SAM masks its
+    figures use."""
     dataset = params.dataset
     read: dict[str, str] = {}
-    for job in grid_jobs(params):
-        if job.stage != "train":
-            continue
-        run_dir = RunSpec(dataset, job.domain, job.method, job.seed).named_dir(runs_root)
-        for path in [run_dir / "identity.json", *sorted((run_dir / EVAL_DIRNAME).glob("*.json"))]:
+    for _, run_dir in configured_runs(params, runs_root):
+        for path in [run_dir / "identity.json", *sorted((run_dir / EVAL_DIRNAME).glob("*.json")),
+                     *curve_files(run_dir)]:
             read[path.relative_to(runs_root).as_posix()] = (
                 file_digest(path) if path.is_file() else "missing"
             )
@@ -181,7 +196,6 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     add_masker_blur(evaluations)
     written: list[Path] = []
 
-    metrics: dict[str, object] = {}
     tables = {}
     for build in TABLE_BUILDERS:
         table = build(evaluations)
@@ -190,7 +204,6 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
                                              to_csv(table, stamp)))
         written.append(write_text_atomically(folder / f"{table.name}.md",
                                              to_markdown(table, stamp)))
-        metrics[table.name] = table_metrics(table)
     found = comparisons(evaluations)
     written.append(write_text_atomically(folder / f"{VERDICT}.md",
                                          verdict_markdown(evaluations, found, stamp)))
@@ -198,10 +211,8 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
                                          verdict_csv(found, stamp)))
     written.append(write_text_atomically(folder / MEASUREMENTS,
                                          measurements_csv(evaluations, stamp)))
-    metrics["headline"] = headline(evaluations, found)
-    metrics["provenance"] = stamp
     written.append(write_text_atomically(folder / METRICS_FILE,
-                                         json.dumps(metrics, indent=2) + "\n"))
+                                         json.dumps(headline(evaluations, found), indent=2) + "\n"))
 
     bars = blur_bars(evaluations)
     written.append(write_text_atomically(folder / FIG2_DATA, blur_bars_csv(bars, stamp)))
@@ -214,6 +225,17 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
     }
     for name, draw in figures.items():
         written.append(save_figure(draw(), folder / FIGURES[name], stamp))
+
+    curves = read_curves(params, Path(runs_root), evaluations)
+    written.append(write_text_atomically(folder / CURVES_DATA, curves_csv(curves, stamp)))
+    page = PageInputs(
+        dataset=params.dataset, methods=list(params.grid.methods),
+        domains=evaluations.train_domains, seeds=evaluations.seeds, tables=TABLE_NAMES,
+        verdict=f"{VERDICT}.md", figures=FIGURES,
+        curves=curve_pngs(curves, list(params.grid.methods), stamp), provenance=stamp,
+        built=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    written.append(write_text_atomically(folder / PAGE, results_page(folder, page)))
 
     document = {
         **stamp,

@@ -1,8 +1,10 @@
-"""The paper's figures: Fig. 2 (accuracy with the background outside each mask blurred), Fig. 4
-(case study: each method's Grad-CAM of the true class) and Fig. 5 (masker, SAM and ground-truth
-masks side by side, each mask labelled with its IoU against the ground truth and its spread, the
-ground truth with the object's area); and where each map looks (stacked bars: the share of its
-mass on the object, the shortcut and elsewhere).
+"""The paper's figures: Fig. 2 (accuracy on the training domain's test split with the background
+outside each mask blurred), Fig. 4 (case study: each method's Grad-CAM of the true class) and
+Fig. 5 (masker, SAM and ground-truth masks side by side, each mask labelled with its IoU against
+the ground truth and its spread, the ground truth with the object's area); and where each map
+looks (stacked bars: the share of its mass on the object, the shortcut and elsewhere). Fig. 4
+and Fig. 5 carry a colourbar of their maps' values (0 to 1); the value axis of a bar chart spans
+0 to 100% and more where an error bar reaches beyond.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with no pyplot state, at a fixed size: a
 panel is PANEL_WIDTH x PANEL_HEIGHT inches at DPI dots per inch (sizes are multiples of 1/4 inch,
@@ -24,6 +26,8 @@ from typing import Any
 
 import torch
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
@@ -44,12 +48,24 @@ PANEL_WIDTH = 1.5
 PANEL_HEIGHT = 1.75
 """Inches per image panel, with room for a title above and a label below the image."""
 FOOTER_HEIGHT = 0.25
+COLORBAR_WIDTH = 0.5
+"""Inches beside the image panels of Fig. 4 and Fig. 5 for their colourbar."""
+COLORBAR_LENGTH = 1.5
+"""Inches: the colourbar's length, whatever the number of rows."""
 CASE_STUDY_IMAGES = 1
 """Images per domain in Fig. 4 (the paper shows two samples in all)."""
 GALLERY_IMAGES = 2
 """Images per domain in Fig. 5."""
 BLUR_SOURCES = {"none": "no blur", "gt": "GT mask", "masker": "ALIGN masker", "sam": "SAM"}
 """Fig. 2's bars: the mask whose outside is blurred (`background_blur` keys of an eval record)."""
+BLUR_LEGEND_TITLE = "Blurred in the test images:"
+BLUR_LEGEND = {
+    "none": "nothing",
+    "gt": "background outside the GT mask",
+    "masker": "background outside ALIGN's masker",
+    "sam": "background outside SAM's mask",
+}
+"""Fig. 2's legend, under BLUR_LEGEND_TITLE: what was blurred in the test images of each bar."""
 FIG2_PANEL_HEIGHT = 2.5
 FIG2_LEGEND_HEIGHT = 0.5
 FIG2_FOOTER_HEIGHT = 0.5
@@ -93,6 +109,26 @@ def _blank(ax: Axes, reason: str) -> None:
             color="0.35", transform=ax.transAxes, wrap=True)
 
 
+def _colorbar(figure: Figure, axes: Any, colours: str, label: str) -> None:
+    """A colourbar right of `axes` for values 0 to 1 drawn in the colour map `colours`, about
+    COLORBAR_LENGTH inches long."""
+    length = min(1.0, COLORBAR_LENGTH / figure.get_figheight())
+    bar = figure.colorbar(ScalarMappable(Normalize(0, 1), colours), ax=axes, shrink=length,
+                          aspect=15)
+    bar.set_label(label, fontsize=5)
+    bar.ax.tick_params(labelsize=5)
+
+
+def _room_for_error_bars(ax: Axes, ends: list[float], axis: str) -> None:
+    """Widen `ax`'s value axis (from 0 to 100, in %) to hold the ends of every error bar, so
+    that no interval is cut at 100 (or 0)."""
+    finite = [end for end in ends if math.isfinite(end)]
+    low, high = min([0.0, *finite]), max([100.0, *finite])
+    pad = 0.02 * (high - low)  # a cap on the frame would hide it
+    set_limits = ax.set_ylim if axis == "y" else ax.set_xlim
+    set_limits(low - pad if low < 0 else 0.0, high + pad if high > 100 else 100.0)
+
+
 def _image(ax: Axes, pixels: Tensor) -> None:
     """Show a (3,H,W) or (1,H,W) tensor in [0,1]."""
     array = pixels.permute(1, 2, 0).numpy()
@@ -120,7 +156,7 @@ def case_study_figure(
     columns = 1 + len(methods)
     height = rows * PANEL_HEIGHT + FOOTER_HEIGHT
     figure = new_figure(
-        columns * PANEL_WIDTH, height, FOOTER_HEIGHT,
+        columns * PANEL_WIDTH + COLORBAR_WIDTH, height, FOOTER_HEIGHT,
         _provenance_line(provenance, f"Grad-CAM of the true class, seed {seed}"),
     )
     axes = figure.subplots(rows, columns, squeeze=False)
@@ -150,6 +186,8 @@ def case_study_figure(
                 ax.imshow(found.maps[i, 0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
                           interpolation="bilinear")
                 ax.set_xlabel(f"Prob. {100 * found.true_probability[i].item():.2f}%", fontsize=6)
+    _colorbar(figure, axes, "jet",
+              "Grad-CAM of the true class (each map / its maximum), over the image at 50%")
     return figure
 
 
@@ -179,7 +217,7 @@ def mask_gallery_figure(
     rows = len(domains) * GALLERY_IMAGES
     height = rows * PANEL_HEIGHT + FOOTER_HEIGHT
     figure = new_figure(
-        4 * PANEL_WIDTH, height, FOOTER_HEIGHT,
+        4 * PANEL_WIDTH + COLORBAR_WIDTH, height, FOOTER_HEIGHT,
         _provenance_line(
             provenance, f"ALIGN masker of seed {seed}; IoU (mask >= 0.5) and spread (std of the"
             " mask over its pixels) in %"
@@ -215,6 +253,7 @@ def mask_gallery_figure(
                 row[3].set_xlabel(f"object {area:.1f}% of the image", fontsize=5)
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=6)
+    _colorbar(figure, axes, "gray", "Mask value (1: object, kept; 0: background)")
     return figure
 
 
@@ -269,8 +308,9 @@ def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
 def blur_figure(
     evaluations: Evaluations, bars: list[Bar], provenance: dict[str, Any]
 ) -> Figure:
-    """Fig. 2: per domain, grouped bars of accuracy by method, one bar per mask whose outside is
-    blurred; error bars are the 95% t interval of the mean over seeds."""
+    """Fig. 2: per training domain, grouped bars of accuracy on that domain's test split by
+    method, one bar per mask whose outside is blurred; error bars are the 95% t interval of the
+    mean over seeds, the value axis wide enough to hold each whole."""
     methods = main_methods(evaluations)
     domains = evaluations.train_domains
     columns = max(1, min(2, len(domains)))
@@ -292,27 +332,31 @@ def blur_figure(
     for ax in axes.flat[len(domains):]:
         ax.set_axis_off()
     for ax, domain in zip(axes.flat, domains, strict=False):
-        ax.set_title(domain, fontsize=7)
+        ax.set_title(f"trained on {domain},\ntested on its test split", fontsize=6)
         ax.set_xticks(range(len(methods)), [display_name(m) for m in methods], fontsize=6)
         ax.tick_params(axis="y", labelsize=6)
         ax.set_ylabel("Accuracy (%)", fontsize=6)
-        ax.set_ylim(0, 100)
+        ends = []
         for k, source in enumerate(shown):
             found = [(j, b.accuracy) for j, m in enumerate(methods) for b in bars
                      if (b.method, b.domain, b.source) == (m, domain, source) and b.accuracy.n]
             spreads = [summary.half_width for _, summary in found]
+            ends += [summary.mean + sign * (summary.half_width or 0.0)
+                     for _, summary in found for sign in (-1, 1)]
             ax.bar([j + (k - (len(shown) - 1) / 2) * width for j, _ in found],
                    [summary.mean for _, summary in found], width,
                    # No error bar from a single seed, rather than a misleading zero.
                    yerr=[s if s is not None else float("nan") for s in spreads]
                    if any(s is not None for s in spreads) else None,
                    color=colours[source], error_kw={"elinewidth": 0.6, "capsize": 1.5})
+        _room_for_error_bars(ax, ends, "y")
         if not shown:
             _blank(ax, next((b.accuracy.reason for b in bars if b.domain == domain), "no runs"))
     if shown:
-        handles = [Patch(color=colours[s], label=BLUR_SOURCES[s]) for s in shown]
-        figure.legend(handles=handles, loc="outside upper center", ncols=len(shown), fontsize=6,
-                      frameon=False)
+        handles = [Patch(color=colours[s], label=BLUR_LEGEND[s]) for s in shown]
+        figure.legend(handles=handles, loc="outside upper center", fontsize=5,
+                      title=BLUR_LEGEND_TITLE, title_fontsize=5, frameon=False,
+                      ncols=min(len(shown), 2 if figure.get_figwidth() >= 3.5 else 1))
     return figure
 
 
@@ -341,11 +385,11 @@ def attention_figure(table: Table, provenance: dict[str, Any]) -> Figure:
     positions = list(range(len(shown)))[::-1]  # the table's first row on top
     for ax, domain in zip(axes.flat, domains, strict=False):
         ax.set_title(f"trained on {domain} (its test split)", fontsize=7)
-        ax.set_xlim(0, 100)
         ax.set_xlabel("Share of the map's mass (%)", fontsize=6)
         ax.tick_params(labelsize=5)
         ax.set_yticks(positions, [row.labels[0] for row in shown])
         left = [0.0] * len(shown)
+        ends = []
         for key in labels:
             summaries = [row.cells[f"{domain}/{labels[key]}"] for row in shown]
             means = [summary.mean or 0.0 for summary in summaries]
@@ -353,9 +397,12 @@ def attention_figure(table: Table, provenance: dict[str, Any]) -> Figure:
             error = None
             if key != "elsewhere" and any(h is not None for h in spreads):
                 error = [h if h is not None else float("nan") for h in spreads]
+                ends += [a + b + sign * e for a, b, e in zip(left, means, error, strict=True)
+                         for sign in (-1, 1)]
             ax.barh(positions, means, 0.8, left=left, color=ATTENTION_COLOURS[key],
                     xerr=error, error_kw={"elinewidth": 0.5, "capsize": 1.0, "ecolor": "black"})
             left = [a + b for a, b in zip(left, means, strict=True)]
+        _room_for_error_bars(ax, ends, "x")
     if not shown:
         _blank(axes.flat[0], "no map has a value: no run evaluated on a dataset with object and"
                              " shortcut masks")

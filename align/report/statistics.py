@@ -4,9 +4,10 @@ adjustment of a family of p-values.
 
 - Seeds: mean ± t_{0.975, n-1} * s / sqrt(n) (Student t, s the sample standard deviation); no
   interval from a single seed, rather than a zero-width one.
-- Paired differences: the pairs are resampled with replacement (`BOOTSTRAP_RESAMPLES` times, a
-  fixed seed, so the report is reproducible) and the interval is the 2.5th and 97.5th percentiles
-  of the resampled mean differences. The primary p-value is the two-sided paired t-test (scipy's
+- Paired differences: scipy's percentile bootstrap of their mean (`scipy.stats.bootstrap`): the
+  pairs are resampled with replacement (`BOOTSTRAP_RESAMPLES` times, a generator with a fixed
+  seed, so the report is reproducible) and the interval is the 2.5th and 97.5th percentiles of
+  the resampled mean differences. The primary p-value is the two-sided paired t-test (scipy's
   `ttest_rel`, i.e. a one-sample t-test of the differences against 0). Beside it, scipy's
   two-sided Wilcoxon signed-rank test with Pratt's treatment of zero differences (a tie between
   the two methods stays in the ranking, so ties make a difference harder, not easier, to
@@ -61,15 +62,18 @@ def bootstrap_interval(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean of paired differences (n,): pairs resampled
     with replacement `resamples` times from a generator seeded with `seed`; None for fewer than
-    two pairs (resampling one value says nothing about its spread)."""
+    two pairs (resampling one value says nothing about its spread).
+
+    Resampling the differences is the paired bootstrap: it gives what `scipy.stats.bootstrap`
+    gives with `paired=True` on the two samples and the mean difference as the statistic."""
     values = np.asarray(differences, float)
     if len(values) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    found = stats.bootstrap(
+        (values,), np.mean, confidence_level=confidence, n_resamples=resamples,
+        method="percentile", rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return float(found.low), float(found.high)
 
 
 def wilcoxon_p(differences: Sequence[float]) -> float | None:

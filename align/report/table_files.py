@@ -164,17 +164,3 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
         f" hash `{provenance['params_hash']}`."
     )
     return "\n".join(lines) + "\n"
-
-
-def table_metrics(table: Table) -> dict[str, dict[str, float]]:
-    """{row key: {column key: mean}} of the cells that have a value (for `dvc metrics`); rows
-    without any value are left out."""
-    metrics = {
-        row.key: {
-            column.key: round(mean, 4)
-            for column in table.columns
-            if (mean := row.cells[column.key].mean) is not None
-        }
-        for row in table.rows
-    }
-    return {key: values for key, values in metrics.items() if values}

@@ -66,8 +66,9 @@ def method_text(evaluations: Evaluations) -> str:
         f" method ({domains} train domain{'s' * (domains != 1)} x {seeds}"
         f" seed{'s' * (seeds != 1)}); each row pairs ALIGN with one method on the same units."
         f" Difference: ALIGN minus the other method, in the metric's points. {level}% CI:"
-        f" percentile bootstrap over the units ({BOOTSTRAP_RESAMPLES:,} resamples of the units"
-        f" with replacement, generator seed {BOOTSTRAP_SEED}). p (t): two-sided paired t-test on"
+        f" percentile bootstrap over the units (scipy.stats.bootstrap: {BOOTSTRAP_RESAMPLES:,}"
+        f" resamples of the units with replacement, generator seed {BOOTSTRAP_SEED}). p (t):"
+        f" two-sided paired t-test on"
         f" the units (scipy.stats.ttest_rel; it needs at least 2). p (Holm): p (t) adjusted by"
         f" Holm's step-down method over the comparisons of one metric (one family per metric;"
         f" a method read from another's runs, such as w/o EG, repeats that test and counts"
@@ -233,17 +234,27 @@ def to_csv(found: list[Comparison], provenance: dict[str, Any]) -> str:
     return output.getvalue()
 
 
-def _rounded(numbers: dict[str, float | None]) -> dict[str, float]:
-    return {k: float(f"{v:.6g}") for k, v in numbers.items() if v is not None}
+def _points(value: float | None) -> float | None:
+    """Accuracy points to 2 decimals: the headline is read, the CSVs keep every digit."""
+    return None if value is None else round(value, 2)
+
+
+def _p(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.3g}")
+
+
+def _present(numbers: dict[str, float | int | None]) -> dict[str, float | int]:
+    return {key: value for key, value in numbers.items() if value is not None}
 
 
 def headline(evaluations: Evaluations, found: list[Comparison]) -> dict[str, Any]:
-    """The figures `dvc metrics show/diff` and `dvc exp show` compare across variants:
-    `ood_accuracy` and `id_accuracy` ({method: mean over every configured cell with a value}),
-    `align_vs` ({method: {ood_accuracy_diff, ci_low, ci_high, p_t, p_t_holm, p_wilcoxon,
-    n_units}}) and `positive_control` ({oracle, baseline, ood_gain, ci_low, ci_high, p_value,
-    n_units, holds (1 or 0)}). Numbers that do not exist (too few units) are left out rather
-    than written as null."""
+    """The few figures `dvc metrics show/diff` and `dvc exp show` compare across variants, keyed
+    by method id (as `grid.methods`): `ood_accuracy` and `id_accuracy` ({method: mean over every
+    configured cell with a value, %}), `align_vs` ({method: {ood_diff, ci_low, ci_high,
+    p_t_holm}}: ALIGN minus the method in OOD accuracy over trained models) and
+    `positive_control` ({ood_gain, ci_low, ci_high, p_value, n_units, holds (1 or 0)}: the
+    oracle m-GT minus ERM). Numbers that do not exist (too few units) are left out rather than
+    written as null; every other number is in `verdict.csv` and the tables' CSVs."""
     means: dict[str, dict[str, float]] = {"ood_accuracy": {}, "id_accuracy": {}}
     for key, in_distribution in (("ood_accuracy", False), ("id_accuracy", True)):
         for method in evaluations.methods:
@@ -255,27 +266,23 @@ def headline(evaluations: Evaluations, found: list[Comparison]) -> dict[str, Any
                 and not isinstance(value := metric_value(record, ("accuracy",)), str)
             ]
             if values:
-                means[key][method] = round(statistics.fmean(values), 4)
+                means[key][method] = round(statistics.fmean(values), 2)
     align_vs: dict[str, dict[str, float | int]] = {}
     for c in found:
         if c.kind != "align_vs" or c.metric.key != "ood_accuracy" or not c.n:
             continue
         low, high = c.interval or (None, None)
-        align_vs[c.other] = {
-            **_rounded({"ood_accuracy_diff": c.mean_difference, "ci_low": low, "ci_high": high,
-                        "p_t": c.p_t, "p_t_holm": c.p_t_holm, "p_wilcoxon": c.p_wilcoxon}),
-            "n_units": c.n,
-        }
+        align_vs[c.other] = _present({
+            "ood_diff": _points(c.mean_difference), "ci_low": _points(low),
+            "ci_high": _points(high), "p_t_holm": _p(c.p_t_holm),
+        })
     result: dict[str, Any] = {**means, "align_vs": align_vs}
     control = _control(found)
     if control is not None:
         low, high = control.interval or (None, None)
-        result["positive_control"] = {
-            "oracle": control.reference,
-            "baseline": control.other,
-            **_rounded({"ood_gain": control.mean_difference, "ci_low": low, "ci_high": high,
-                        "p_value": control.p_t}),
-            "n_units": control.n,
+        result["positive_control"] = _present({
+            "ood_gain": _points(control.mean_difference), "ci_low": _points(low),
+            "ci_high": _points(high), "p_value": _p(control.p_t), "n_units": control.n,
             "holds": int(control.holds),
-        }
+        })
     return result
