@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ from matplotlib.lines import Line2D
 
 from align.config import Params
 from align.experiment import display_name
-from align.report.collect import Address, Evaluations, metric_value
+from align.report.collect import Address, Evaluations
+from align.report.figures import png_metadata
+from align.report.verdict import OOD_ACCURACY, method_cells, unit_values
 from align.runs import RunSpec
 from align.stages import grid_jobs
 
@@ -82,37 +83,34 @@ def read_curve(path: Path, run_dir: Path) -> tuple[str, tuple[int, ...], tuple[f
             tuple(float(row[column]) for row in rows))
 
 
-def ood_accuracy(evaluations: Evaluations, spec: RunSpec) -> tuple[int, float] | None:
-    """(selected step, mean OOD test accuracy over the run's test domains) where every test
-    domain was evaluated (as the verdict's unit), else None."""
-    address = Address(spec.method, spec.domain, spec.seed, spec.domain)
-    records = [evaluations.records.get(Address(spec.method, spec.domain, spec.seed, target))
-               for target in evaluations.target_domains if target != spec.domain]
-    values = [metric_value(r, ("accuracy",)) if isinstance(r, dict) else "missing"
-              for r in records]
-    numbers = [value for value in values if not isinstance(value, str)]
-    if not numbers or len(numbers) < len(values):
-        return None
-    own = evaluations.records.get(address)
-    record = own if isinstance(own, dict) else records[0]
-    step = record.get("selected_step")
-    if step is None:
-        step = evaluations.training.get((spec.method, spec.domain, spec.seed), {}).get(
-            "selected_step")
-    return None if step is None else (int(step), statistics.fmean(numbers))
+def selected_step(evaluations: Evaluations, spec: RunSpec) -> int | None:
+    """The step of the checkpoint a run's evaluations measured, from its first eval record (or
+    its training metrics when it has none)."""
+    for target in [spec.domain, *evaluations.target_domains]:
+        record = evaluations.records.get(Address(spec.method, spec.domain, spec.seed, target))
+        if isinstance(record, dict) and record.get("selected_step") is not None:
+            return int(record["selected_step"])
+    step = evaluations.training.get((spec.method, spec.domain, spec.seed), {}).get(
+        "selected_step")
+    return None if step is None else int(step)
 
 
 def read_curves(params: Params, runs_root: Path, evaluations: Evaluations) -> list[Curve]:
-    """Every logged curve of every configured run, and each run's OOD accuracy point."""
+    """Every logged curve of every configured run, and each run's OOD accuracy point: the
+    verdict's value of the run (the mean over its test domains, none while one is missing)."""
     curves = []
+    ood_means: dict[str, dict[tuple[str, int], float | str]] = {}
     for spec, run_dir in configured_runs(params, runs_root):
         for path in curve_files(run_dir):
             metric, steps, values = read_curve(path, run_dir)
             curves.append(Curve(spec.domain, spec.method, spec.seed, metric, steps, values))
-        point = ood_accuracy(evaluations, spec)
-        if point is not None:
-            curves.append(Curve(spec.domain, spec.method, spec.seed, OOD, (point[0],),
-                                (point[1],)))
+        if spec.method not in ood_means:
+            ood_means[spec.method] = unit_values(
+                method_cells(evaluations, spec.method, OOD_ACCURACY))
+        mean = ood_means[spec.method].get((spec.domain, spec.seed))
+        step = selected_step(evaluations, spec)
+        if isinstance(mean, float) and step is not None:
+            curves.append(Curve(spec.domain, spec.method, spec.seed, OOD, (step,), (mean,)))
     return curves
 
 
@@ -188,10 +186,7 @@ def curve_figure(curves: list[Curve], metric: str, methods: list[str], domains: 
 def figure_png(figure: Figure, provenance: dict[str, Any]) -> bytes:
     """`figure` as PNG bytes, provenance in its metadata, as the report's figures."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={
-        "Software": "align report", "git_commit": str(provenance["git_commit"]),
-        "params_hash": str(provenance["params_hash"]),
-    })
+    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata=png_metadata(provenance))
     return buffer.getvalue()
 
 

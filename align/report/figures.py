@@ -88,14 +88,18 @@ def new_figure(width: float, height: float, footer: float, text: str) -> Figure:
 def save_figure(figure: Figure, path: Path, provenance: dict[str, Any]) -> Path:
     """Write `figure` as PNG to `path` atomically (a complete file or none), provenance in its
     metadata."""
-    metadata = {
+    with atomic_path(path) as partial:
+        figure.savefig(partial, format="png", dpi=DPI, metadata=png_metadata(provenance))
+    return path
+
+
+def png_metadata(provenance: dict[str, Any]) -> dict[str, str]:
+    """The PNG text chunks of every report figure: who wrote it, the commit and params hash."""
+    return {
         "Software": "align report",
         "git_commit": str(provenance["git_commit"]),
         "params_hash": str(provenance["params_hash"]),
     }
-    with atomic_path(path) as partial:
-        figure.savefig(partial, format="png", dpi=DPI, metadata=metadata)
-    return path
 
 
 def _blank(ax: Axes, reason: str) -> None:
