@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,21 @@ def _checkout_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+@cache
+def commit_time() -> str:
+    """When the checked-out commit was made (ISO 8601, UTC); `unknown` outside a git checkout.
+    A result says when its code was written, not when it was computed: the same inputs must
+    give the same bytes on any machine and at any time (DVC's cache, a SLURM node)."""
+    try:
+        stamp = subprocess.run(
+            ["git", "show", "--no-patch", "--format=%ct", "HEAD"], cwd=PROJECT_ROOT,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return datetime.fromtimestamp(int(stamp), UTC).isoformat(timespec="seconds")
 
 
 def provenance(params: Params, keys: list[str] | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from align.cli import main
 from align.config import Params
 from align.device import pick_device
 from align.provenance import provenance
+from align.report import write_report
 from align.report.collect import collect_evaluations, measurements_csv
 from align.report.examples import first_test_images, masker_masks
 from align.report.figures import (
@@ -345,6 +347,20 @@ def test_report_writes_every_table_and_records_provenance(report):
     erm_masker = [r for r in fig2 if r["method"] == "erm" and r["mask_source"] == "masker"]
     assert len(erm_masker) == 2 and all(0 <= float(r["accuracy_mean"]) <= 100 for r in erm_masker)
     assert not list(results.rglob("*.tmp"))
+
+
+def test_the_report_written_again_later_is_the_same_bytes(report, tmp_path):
+    """The report is a function of its inputs: written again (a second later, as on another
+    machine or a SLURM node) every file is byte for byte the same, so DVC's cache and the store
+    hold one copy and a local and a cluster run agree (tests/test_slurm.py)."""
+    params, runs, results, written = report
+    time.sleep(1.1)  # past a wall-clock stamp's resolution
+    again = write_report(params, runs, tmp_path / "results")
+    assert sorted(p.relative_to(tmp_path / "results") for p in again) == sorted(
+        p.relative_to(results) for p in written)
+    changed = [p.relative_to(results).as_posix() for p in written
+               if p.read_bytes() != (tmp_path / "results" / p.relative_to(results)).read_bytes()]
+    assert changed == []
 
 
 def test_report_writes_the_verdict_and_the_headline_metrics(report):

@@ -62,7 +62,7 @@ def inputs(**changes) -> PageInputs:
     values = dict(dataset="synthetic", methods=["erm", "align"], domains=["gradient", "noise"],
                   seeds=[0], tables=TABLE_NAMES, verdict="verdict.md", figures=FIGURES,
                   curves={VALIDATION: png("blue")}, provenance=STAMP,
-                  built="2026-12-03T22:00:00+00:00")
+                  committed="2026-12-03T22:00:00+00:00")
     return PageInputs(**{**values, **changes})
 
 

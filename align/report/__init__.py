@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from align.digests import content_digest, file_digest
 from align.errors import UserError
 from align.identity import Identities
 from align.masks.layout import status_file
-from align.provenance import provenance
+from align.provenance import commit_time, provenance
 from align.report.collect import collect_evaluations, measurements_csv
 from align.report.curves import (
     CURVES_DATA,
@@ -233,7 +232,7 @@ def build_report(params: Params, runs_root: Path, folder: Path) -> list[Path]:
         domains=evaluations.train_domains, seeds=evaluations.seeds, tables=TABLE_NAMES,
         verdict=f"{VERDICT}.md", figures=FIGURES,
         curves=curve_pngs(curves, list(params.grid.methods), stamp), provenance=stamp,
-        built=datetime.now(UTC).isoformat(timespec="seconds"),
+        committed=commit_time(),
     )
     written.append(write_text_atomically(folder / PAGE, results_page(folder, page)))
 

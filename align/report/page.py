@@ -1,6 +1,6 @@
 """`results/index.html`: the whole report on one self-contained page, for a browser with no
 network: the grid, the verdict, every table, every figure and the learning curves, and where it
-all came from (git commit, params hash, when it was built).
+all came from (git commit and when it was made, params hash).
 
 Nothing is fetched: CSS is inline, images are `data:` URIs, there are no scripts. The tables and
 the verdict are their Markdown files rendered to HTML (markdown-it, raw HTML in them escaped), so
@@ -84,8 +84,9 @@ class PageInputs:
     curves: Mapping[str, bytes]
     """{metric: PNG of its learning curves}."""
     provenance: Mapping[str, Any]
-    built: str
-    """When the report was built (ISO 8601, UTC)."""
+    committed: str
+    """When the code's commit was made (ISO 8601, UTC): not the wall clock, so that the same
+    inputs give the same page on any machine (align.provenance.commit_time)."""
 
 
 def markdown_html(text: str, shift: int = 1) -> str:
@@ -127,8 +128,9 @@ def provenance_html(inputs: PageInputs) -> str:
     stamp = inputs.provenance
     return (
         f'<p class="provenance">git commit <code>{escape(str(stamp["git_commit"]))}</code>'
-        f' · params.yaml hash <code>{escape(str(stamp["params_hash"]))}</code>'
-        f' · built <time datetime="{escape(inputs.built)}">{escape(inputs.built)}</time></p>'
+        f' (committed <time datetime="{escape(inputs.committed)}">{escape(inputs.committed)}'
+        "</time>)"
+        f' · params.yaml hash <code>{escape(str(stamp["params_hash"]))}</code></p>'
     )
 
 
