@@ -53,15 +53,16 @@ EASY_SYNTHETIC = {
 def test_align_learns_the_shape_and_its_masker_finds_the_object(tmp_path: Path) -> None:
     params = build_dataset(make_params(tmp_path / "data", **EASY_SYNTHETIC), "synthetic")
     spec = RunSpec("synthetic", "gradient", "align", 0)
-    # Trained in its own process, as the pipeline trains: it failed once inside the whole suite
-    # (a masker that barely separated) and never alone, so nothing an earlier test left behind
-    # in this process may reach it.
+    # Trained in its own process, as the pipeline trains, and on one thread: with two, a loaded
+    # machine (the suite's other workers beside it) changes the weights' last bits from step 2 on,
+    # and this one seed's masker then ends anywhere from 0.16 to 0.045 inside - outside (CI). On
+    # one thread the run is the same however busy the machine is.
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     subprocess.run(
-        [sys.executable, "-m", "align.cli", "--params", str(params_file), "train", "--domain",
-         "gradient", "--method", "align", "--seed", "0", "--runs-root", str(tmp_path / "runs"),
-         "--no-progress"],
+        [sys.executable, "-m", "align.cli", "--params", str(params_file), "--threads", "1",
+         "train", "--domain", "gradient", "--method", "align", "--seed", "0", "--runs-root",
+         str(tmp_path / "runs"), "--no-progress"],
         check=True, capture_output=True, timeout=900,
     )
     named = spec.named_dir(tmp_path / "runs")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from align.models.classifier import ResNetClassifier
+from align.rows import rows
 
 EPS = 1e-7
 
@@ -46,7 +47,7 @@ def gradcam_from_features(
 
     target: class index per sample (B,). Returns (B,1,H,W) in [0,1] at `size`.
     """
-    return _finish(layer4_cam(features, model.head.weight[target]), size)
+    return _finish(layer4_cam(features, rows(model.head.weight, target)), size)
 
 
 @contextmanager

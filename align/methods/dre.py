@@ -46,6 +46,7 @@ from align.methods.base import Batch, Method, MethodConfig, Models, register_met
 from align.methods.erm import ERM
 from align.methods.regularizers import beta_sample, same_class_partners
 from align.models.classifier import ResNetClassifier
+from align.rows import rows
 
 NORM_EPS = 1e-7
 
@@ -108,7 +109,7 @@ class DRE(Method):
         )
         explanation = dre_explanation(classifier, features, labels)
         mixed_explanation = dre_explanation(classifier, mixed_features, labels)
-        expected = beta * explanation + (1 - beta) * explanation[partners]
+        expected = beta * explanation + (1 - beta) * rows(explanation, partners)
         # Normalised maps are non-negative: their L1 norm per position is their mean.
         per_sample = {
             "consistency": (

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from align.errors import UserError
 from align.methods.base import Batch, Method, MethodConfig, Models, register_method
+from align.rows import rows
 
 MIN_BATCH = 4
 """Two environments of two samples: the least the unbiased penalty can be estimated from."""
@@ -90,7 +91,7 @@ class IRM(Method):
         risks, penalties = [], []
         for environment in random_halves(x.shape[0], self.generator):
             environment = environment.to(x.device)
-            env_logits, env_labels = logits[environment], labels[environment]
+            env_logits, env_labels = rows(logits, environment), labels[environment]
             risks.append(F.cross_entropy(env_logits, env_labels))
             penalties.append(irm_penalty(env_logits, env_labels))
         return {

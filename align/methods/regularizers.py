@@ -11,6 +11,7 @@ from torch import Tensor
 
 from align.explain import gradcam_from_features
 from align.models.classifier import ResNetClassifier
+from align.rows import rows
 
 
 def same_class_partners(labels: Tensor, generator: torch.Generator) -> Tensor:
@@ -61,7 +62,7 @@ def explanation_mixup_loss(
     mixed = weights * x + (1 - weights) * x[partners]
     logits, features = classifier.forward_features(mixed)
     mixed_explanations = gradcam_from_features(classifier, features, labels, x.shape[2:])
-    expected = weights * explanations + (1 - weights) * explanations[partners]
+    expected = weights * explanations + (1 - weights) * rows(explanations, partners)
     consistency = (expected - mixed_explanations).abs().mean()
     return consistency + F.cross_entropy(logits, labels) + mixed_explanations.abs().mean()
 
