@@ -33,6 +33,17 @@ def writable_copy(source: Path, target: Path) -> Path:
     return target
 
 
+def markdown_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows by their first cell, as lists of stripped cells (the first table's
+    row where two tables share a first cell), whatever the padding between the pipes."""
+    rows = [line.strip().strip("|").split(" | ") for line in text.splitlines()
+            if line.startswith("| ")]
+    found: dict[str, list[str]] = {}
+    for cells in rows:
+        found.setdefault(cells[0].strip(), [c.strip() for c in cells])
+    return found
+
+
 def make_params(root: Path, **sections: Any) -> Params:
     """Params with `data.root` under a temporary folder and the given sections merged in."""
     raw: dict[str, Any] = {"data": {"root": str(root)}}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import make_params, with_sections
+from conftest import make_params, markdown_rows, with_sections
 from PIL import Image
 from scipy import stats
 
@@ -143,16 +143,6 @@ def grid(tmp_path: Path):
 
 def read_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def markdown_rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows by their first cell, as lists of cells (the first table's row where
-    two tables share a first cell)."""
-    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
-    found: dict[str, list[str]] = {}
-    for cells in rows:
-        found.setdefault(cells[0].strip(), [c.strip() for c in cells])
-    return found
 
 
 def ci(*values: float) -> str:

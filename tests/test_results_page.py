@@ -33,6 +33,7 @@ from align.report.curves import (
     read_curves,
 )
 from align.report.page import PAGE, PageInputs, results_page
+from align.report.tabular import PROVENANCE_COLUMNS
 from align.runs import RunSpec
 
 CHROMIUM = shutil.which("chromium")
@@ -134,7 +135,7 @@ def test_curves_are_every_run_s_dvclive_files_and_its_ood_accuracy_in_long_form(
     log_curve(RunSpec("synthetic", "noise", "align", 1).named_dir(runs), "train/egl", [(2, 0.3)])
     curves = read_curves(params, runs, collect_evaluations(params, runs))
     rows = list(csv.DictReader(io.StringIO(curves_csv(curves, STAMP))))
-    assert list(rows[0]) == list(CURVE_COLUMNS)
+    assert list(rows[0]) == [*CURVE_COLUMNS, *PROVENANCE_COLUMNS]
     by = {(r["domain"], r["method"], r["seed"], r["metric"], r["step"]): r["value"] for r in rows}
     assert by[("gradient", "erm", "1", "train/ce", "2")] == "0.5"
     assert by[("noise", "align", "1", "val/accuracy", "2")] == "61"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import with_sections
+from conftest import markdown_rows, with_sections
 from scipy import stats
 from test_report import STAMP, eval_record, grid_params, read_csv, write_evals
 
@@ -245,7 +245,7 @@ def test_units_of_ood_accuracy_average_their_test_domains(three_domains):
     assert found.left_out[0].startswith("ALIGN: not evaluated")
     assert "gradient/align/seed2/eval/stripes.json" in found.left_out[0]
     markdown = to_markdown(evaluations, comparisons(evaluations), STAMP)
-    assert "| ERM | 5 of 6 |" in markdown
+    assert markdown_rows(markdown)["ERM"][1] == "5 of 6"
     assert "ERM: 1 of 6 trained models left out (ALIGN: not evaluated" in markdown
     assert "The grid configures 6 trained models per method (2 train domains x 3 seeds)" in (
         markdown
@@ -332,7 +332,7 @@ def test_the_control_is_computed_over_units_and_kept_out_of_holm(four_seeds):
     assert "**The positive control holds: m-GT beats ERM out of distribution by +15.25" in (
         markdown
     )
-    assert "\n| 8 | " in markdown.split("## How to read the verdict")[0]  # the control's row
+    assert "8" in markdown_rows(markdown.split("## How to read the verdict")[0])  # its row
     # ALIGN vs m-GT is an ordinary row of the OOD family: m-GT is a configured method.
     assert any(c.kind == "align_vs" and c.other == "m_gt" for c in found)
     numbers = json.loads(json.dumps(headline(evaluations, found)))["positive_control"]
@@ -418,8 +418,8 @@ def test_verdict_md_states_the_unit_the_rule_holm_and_the_provenance(four_seeds)
     assert "Pratt" in markdown and "fewer than 3 trained models" in markdown
     assert "unit = a trained model's mean over its test domains" in markdown
     assert "Holm family: 4 tests." in markdown
-    erm = next(line for line in markdown.splitlines() if line.startswith("| ERM | 8 |"))
-    assert erm.endswith("| ALIGN is worse than ERM (higher is better). |")
+    erm = markdown_rows(markdown)["ERM"]
+    assert (erm[1], erm[-1]) == ("8", "ALIGN is worse than ERM (higher is better).")
     assert "w/o EG is the same experiment as m-Gray" in markdown
     assert "Not compared (no configured runs): m-SAM" in markdown
     assert STAMP["git_commit"] in markdown and STAMP["params_hash"] in markdown

@@ -13,8 +13,6 @@ stand for it, as the pipeline trains such a pair once.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -31,6 +29,7 @@ from align.masks.layout import sam_masks_available
 from align.methods.base import METHODS
 from align.models.trained import BEST_MODEL
 from align.report.statistics import CONFIDENCE, t_half_width
+from align.report.tabular import csv_text
 from align.runs import TRAINING_METRICS_FILE, RunSpec, eval_path
 
 MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality",
@@ -38,7 +37,7 @@ MEASURED = ("accuracy", "auc", "sufficiency", "comprehensiveness", "mask_quality
 """The measurements in an eval record; nested ones are named by their path with dots
 (`mask_quality.gradcam.iou`)."""
 MEASUREMENT_COLUMNS = ("method", "train_domain", "target_domain", "seed", "in_distribution",
-                       "metric", "value", "git_commit", "params_hash")
+                       "metric", "value")
 
 
 Record = dict[str, Any]
@@ -363,13 +362,9 @@ def _numbers(node: Record, keys: Sequence[str], prefix: str = "") -> Iterator[tu
 def measurements_csv(evaluations: Evaluations, provenance: dict[str, Any]) -> str:
     """`measurements.csv`: `measurements` in long form, a row per (run, target domain, metric),
     with the git commit and params hash on every row."""
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
-    writer.writerow(MEASUREMENT_COLUMNS)
-    for address, name, value in measurements(evaluations):
-        writer.writerow([
-            address.method, address.train_domain, address.target_domain, address.seed,
-            address.train_domain == address.target_domain, name, f"{value:.10g}",
-            provenance["git_commit"], provenance["params_hash"],
-        ])
-    return output.getvalue()
+    rows = [
+        [address.method, address.train_domain, address.target_domain, address.seed,
+         address.train_domain == address.target_domain, name, f"{value:.10g}"]
+        for address, name, value in measurements(evaluations)
+    ]
+    return csv_text(MEASUREMENT_COLUMNS, rows, provenance)

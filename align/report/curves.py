@@ -26,13 +26,13 @@ from align.config import Params
 from align.experiment import display_name
 from align.report.collect import Address, Evaluations
 from align.report.figures import png_metadata
+from align.report.tabular import csv_text
 from align.report.verdict import OOD_ACCURACY, method_cells, unit_values
 from align.runs import RunSpec
 from align.stages import grid_jobs
 
 CURVES_DATA = "curves.csv"
-CURVE_COLUMNS = ("domain", "method", "seed", "metric", "step", "value", "git_commit",
-                 "params_hash")
+CURVE_COLUMNS = ("domain", "method", "seed", "metric", "step", "value")
 DVCLIVE_METRICS = Path("dvclive") / "plots" / "metrics"
 VALIDATION = "val/accuracy"
 OOD = "eval/ood_accuracy"
@@ -116,15 +116,12 @@ def read_curves(params: Params, runs_root: Path, evaluations: Evaluations) -> li
 
 def curves_csv(curves: list[Curve], provenance: dict[str, Any]) -> str:
     """The curves in long form, a row per (run, metric, step), provenance on every row."""
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
-    writer.writerow(CURVE_COLUMNS)
-    for curve in curves:
-        for step, value in zip(curve.steps, curve.values, strict=True):
-            writer.writerow([curve.domain, curve.method, curve.seed, curve.metric, step,
-                             f"{value:.6g}", provenance["git_commit"],
-                             provenance["params_hash"]])
-    return output.getvalue()
+    rows = [
+        [curve.domain, curve.method, curve.seed, curve.metric, step, f"{value:.6g}"]
+        for curve in curves
+        for step, value in zip(curve.steps, curve.values, strict=True)
+    ]
+    return csv_text(CURVE_COLUMNS, rows, provenance)
 
 
 def metric_order(curves: list[Curve]) -> list[str]:

@@ -16,8 +16,6 @@ and in its metadata (`git_commit`, `params_hash` text chunks).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import textwrap
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from align.report.examples import (
     masker_masks,
 )
 from align.report.tables import ATTENTION_REGIONS, Table, main_methods
+from align.report.tabular import csv_text
 
 DPI = 300
 PANEL_WIDTH = 1.5
@@ -289,24 +288,19 @@ def blur_bars_csv(bars: list[Bar], provenance: dict[str, Any]) -> str:
     """Fig. 2's data in long form, one row per bar (`dvc plots` reads it): the mean over seeds and
     the half-width of its 95% interval (empty for one seed), an empty mean where a bar could not
     be computed, with the reason in `note`."""
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
-    writer.writerow([
-        "bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_ci95", "n", "note",
-        "git_commit", "params_hash",
-    ])
+    rows = []
     for bar in bars:
         summary = bar.accuracy
-        writer.writerow([
+        rows.append([
             f"{bar.domain} | {display_name(bar.method)} | {BLUR_SOURCES[bar.source]}",
             bar.method, bar.source, bar.domain,
             "" if summary.mean is None else f"{summary.mean:.4f}",
             "" if summary.half_width is None else f"{summary.half_width:.4f}",
             summary.n,
             summary.reason,
-            provenance["git_commit"], provenance["params_hash"],
         ])
-    return output.getvalue()
+    return csv_text(("bar", "method", "mask_source", "domain", "accuracy_mean", "accuracy_ci95",
+                     "n", "note"), rows, provenance)
 
 
 def blur_figure(

@@ -11,11 +11,10 @@ are compared as printed, so equal printed values are both bold.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from align.report.tables import Table
+from align.report.tabular import csv_text, escape_cell, markdown_table
 
 DIGITS = 2
 CELL_CAPTION = (
@@ -67,14 +66,12 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
     interval's ends (empty for one seed), the seeds with a value and the seeds configured, why
     seeds are missing (`note`), the checkpoint steps of the row's runs, and the git commit and
     params hash on every row (so each row says where it came from)."""
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
     steps = ["selected_steps"] if table.selected else []
-    writer.writerow([*table.index, *CSV_NUMBERS, *steps, "git_commit", "params_hash"])
 
     def number(value: float | None) -> str:
         return "" if value is None else f"{value:.6g}"
 
+    rows = []
     for row in table.rows:
         for column in table.columns:
             cell = row.cells[column.key]
@@ -82,16 +79,11 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
             low, high = (None, None) if mean is None or half is None else (mean - half,
                                                                            mean + half)
             note = (cell.reason or "no value") if cell.n < cell.expected or not cell.n else ""
-            writer.writerow([
+            rows.append([
                 *row.labels, column.key, number(mean), number(low), number(high), cell.n,
                 cell.expected, note, *([row.steps] if steps else []),
-                provenance["git_commit"], provenance["params_hash"],
             ])
-    return output.getvalue()
-
-
-def _markdown_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    return csv_text([*table.index, *CSV_NUMBERS, *steps], rows, provenance)
 
 
 def _steps_markdown(table: Table) -> list[str]:
@@ -108,15 +100,13 @@ def _steps_markdown(table: Table) -> list[str]:
         f" may only select a step from its method's first selectable step on (after its"
         f" warm-up).",
         "",
-        "| " + " | ".join(["Method", "first selectable", *domains]) + " |",
-        "|" + "|".join("---" for _ in range(2 + len(domains))) + "|",
     ]
+    rows = []
     for label, by_domain in table.selected.items():
         firsts = [s.first_selectable for s in by_domain.values() if s.first_selectable is not None]
         first = str(firsts[0]) if firsts else "n/a"
-        lines.append("| " + " | ".join([label, first, *(s.text() for s in by_domain.values())])
-                     + " |")
-    return [*lines, ""]
+        rows.append([label, first, *(s.text() for s in by_domain.values())])
+    return [*lines, markdown_table(["Method", "first selectable", *domains], rows), ""]
 
 
 def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
@@ -145,15 +135,14 @@ def to_markdown(table: Table, provenance: dict[str, Any]) -> str:
         "",
         f"{table.caption} {CELL_CAPTION} **Bold**: the best mean in each {table.best_along}.",
         "",
-        "| " + " | ".join(_markdown_escape(h) for h in header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        markdown_table(header, [
+            [*row.labels, *(cell_text(i, c.key) for c in table.columns)]
+            for i, row in enumerate(table.rows)
+        ]),
+        "",
     ]
-    for i, row in enumerate(table.rows):
-        cells = [*row.labels, *(cell_text(i, c.key) for c in table.columns)]
-        lines.append("| " + " | ".join(_markdown_escape(c) for c in cells) + " |")
-    lines.append("")
     if reasons:
-        lines += [f"[{number}] {_markdown_escape(reason)}  " for reason, number in reasons.items()]
+        lines += [f"[{number}] {escape_cell(reason)}  " for reason, number in reasons.items()]
         lines.append("")
     lines += _steps_markdown(table)
     if table.notes:

@@ -6,8 +6,6 @@ rule, a table per metric with one sentence per method; the same as CSV rows, and
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from typing import Any
 
@@ -20,6 +18,7 @@ from align.report.statistics import (
     CONFIDENCE,
     min_pairs,
 )
+from align.report.tabular import csv_text, markdown_table
 from align.report.verdict import (
     CONTROL_MIN_GAIN,
     MIN_UNITS,
@@ -114,13 +113,14 @@ def control_markdown(control: Comparison | None) -> list[str]:
         return [*lines, "No positive control was computed.", ""]
     if control.configured:
         lines += [
-            f"| trained models | {names[0]} mean | {names[1]} mean | {names[0]} − {names[1]}"
-            f" | {level}% CI | p (t) | p (Wilcoxon) |",
-            "|---|---|---|---|---|---|---|",
-            f"| {_count(control)} | {number_text(_mean(control.reference_values))}"
-            f" | {number_text(_mean(control.other_values))}"
-            f" | {number_text(control.mean_difference, sign=True)} | {_interval_text(control)}"
-            f" | {p_text(control.p_t)} | {p_text(control.p_wilcoxon)} |",
+            markdown_table(
+                ["trained models", f"{names[0]} mean", f"{names[1]} mean",
+                 f"{names[0]} − {names[1]}", f"{level}% CI", "p (t)", "p (Wilcoxon)"],
+                [[_count(control), number_text(_mean(control.reference_values)),
+                  number_text(_mean(control.other_values)),
+                  number_text(control.mean_difference, sign=True), _interval_text(control),
+                  p_text(control.p_t), p_text(control.p_wilcoxon)]],
+            ),
             "",
         ]
         if control.left_out and control.n:
@@ -154,23 +154,22 @@ def to_markdown(
             "",
             f"Holm family: {family} test{'s' * (family != 1)}.",
             "",
-            f"| ALIGN vs | trained models | ALIGN mean | other mean | ALIGN − other | {level}% CI"
-            " | p (t) | p (Holm) | p (Wilcoxon) | verdict |",
-            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         notes = []
+        table = []
         for c in rows:
-            lines.append(
-                f"| {display_name(c.other)} | {_count(c)}"
-                f" | {number_text(_mean(c.reference_values))}"
-                f" | {number_text(_mean(c.other_values))}"
-                f" | {number_text(c.mean_difference, sign=True)} | {_interval_text(c)}"
-                f" | {p_text(c.p_t)} | {p_text(c.p_t_holm)} | {p_text(c.p_wilcoxon)}"
-                f" | {c.sentence()} |"
-            )
+            table.append([
+                display_name(c.other), _count(c), number_text(_mean(c.reference_values)),
+                number_text(_mean(c.other_values)), number_text(c.mean_difference, sign=True),
+                _interval_text(c), p_text(c.p_t), p_text(c.p_t_holm), p_text(c.p_wilcoxon),
+                c.sentence(),
+            ])
             if c.left_out and c.n:
                 notes.append(f"{display_name(c.other)}: {c.configured - c.n} of {c.configured}"
                              f" trained models left out ({'; '.join(c.left_out)})")
+        lines.append(markdown_table(
+            ["ALIGN vs", "trained models", "ALIGN mean", "other mean", "ALIGN − other",
+             f"{level}% CI", "p (t)", "p (Holm)", "p (Wilcoxon)", "verdict"], table))
         lines.append("")
         lines += [f"Left out: {note}  " for note in notes]
         if notes:
@@ -195,8 +194,7 @@ def to_markdown(
 CSV_COLUMNS = (
     "comparison", "metric", "higher_is_better", "reference", "method", "display_name", "n_units",
     "configured_units", "reference_mean", "method_mean", "mean_difference", "ci_low", "ci_high",
-    "p_t", "p_t_holm", "p_wilcoxon", "verdict", "sentence", "left_out", "git_commit",
-    "params_hash",
+    "p_t", "p_t_holm", "p_wilcoxon", "verdict", "sentence", "left_out",
 )
 """`comparison` is `control` (the positive control: reference the oracle, method the baseline)
 or `align_vs` (reference ALIGN); `mean_difference` is reference minus method; `p_t_holm` is
@@ -214,24 +212,20 @@ def _verdict_key(c: Comparison) -> str:
 def to_csv(found: list[Comparison], provenance: dict[str, Any]) -> str:
     """verdict.csv: the positive control and one row per (metric, method); empty numbers where
     there are none."""
-    output = io.StringIO()
-    writer = csv.writer(output, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-
     def number(value: float | None) -> str:
         return "" if value is None else f"{value:.6g}"
 
+    rows = []
     for c in found:
         low, high = c.interval or (None, None)
-        writer.writerow([
+        rows.append([
             c.kind, c.metric.key, c.metric.higher_is_better, c.reference, c.other,
             display_name(c.other), c.n, c.configured, number(_mean(c.reference_values)),
             number(_mean(c.other_values)), number(c.mean_difference), number(low), number(high),
             number(c.p_t), number(c.p_t_holm if c.kind == "align_vs" else None),
             number(c.p_wilcoxon), _verdict_key(c), c.sentence(), "; ".join(c.left_out),
-            provenance["git_commit"], provenance["params_hash"],
         ])
-    return output.getvalue()
+    return csv_text(CSV_COLUMNS, rows, provenance)
 
 
 def _points(value: float | None) -> float | None:
