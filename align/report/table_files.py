@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from align.report.tables import Table
-from align.report.tabular import csv_text, escape_cell, markdown_table
+from align.report.tabular import csv_number, csv_text, escape_cell, markdown_table
 
 DIGITS = 2
 CELL_CAPTION = (
@@ -68,9 +68,6 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
     params hash on every row (so each row says where it came from)."""
     steps = ["selected_steps"] if table.selected else []
 
-    def number(value: float | None) -> str:
-        return "" if value is None else f"{value:.6g}"
-
     rows = []
     for row in table.rows:
         for column in table.columns:
@@ -80,8 +77,8 @@ def to_csv(table: Table, provenance: dict[str, Any]) -> str:
                                                                            mean + half)
             note = (cell.reason or "no value") if cell.n < cell.expected or not cell.n else ""
             rows.append([
-                *row.labels, column.key, number(mean), number(low), number(high), cell.n,
-                cell.expected, note, *([row.steps] if steps else []),
+                *row.labels, column.key, csv_number(mean), csv_number(low), csv_number(high),
+                cell.n, cell.expected, note, *([row.steps] if steps else []),
             ])
     return csv_text([*table.index, *CSV_NUMBERS, *steps], rows, provenance)
 

@@ -16,6 +16,11 @@ import pandas as pd
 PROVENANCE_COLUMNS = ("git_commit", "params_hash")
 
 
+def csv_number(value: float | None) -> str:
+    """A measured number in a CSV: six significant digits, empty where there is none."""
+    return "" if value is None else f"{value:.6g}"
+
+
 def csv_text(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], provenance: Mapping[str, Any]
 ) -> str:

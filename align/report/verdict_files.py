@@ -18,7 +18,7 @@ from align.report.statistics import (
     CONFIDENCE,
     min_pairs,
 )
-from align.report.tabular import csv_text, markdown_table
+from align.report.tabular import csv_number, csv_text, markdown_table
 from align.report.verdict import (
     CONTROL_MIN_GAIN,
     MIN_UNITS,
@@ -212,18 +212,16 @@ def _verdict_key(c: Comparison) -> str:
 def to_csv(found: list[Comparison], provenance: dict[str, Any]) -> str:
     """verdict.csv: the positive control and one row per (metric, method); empty numbers where
     there are none."""
-    def number(value: float | None) -> str:
-        return "" if value is None else f"{value:.6g}"
-
     rows = []
     for c in found:
         low, high = c.interval or (None, None)
         rows.append([
             c.kind, c.metric.key, c.metric.higher_is_better, c.reference, c.other,
-            display_name(c.other), c.n, c.configured, number(_mean(c.reference_values)),
-            number(_mean(c.other_values)), number(c.mean_difference), number(low), number(high),
-            number(c.p_t), number(c.p_t_holm if c.kind == "align_vs" else None),
-            number(c.p_wilcoxon), _verdict_key(c), c.sentence(), "; ".join(c.left_out),
+            display_name(c.other), c.n, c.configured, csv_number(_mean(c.reference_values)),
+            csv_number(_mean(c.other_values)), csv_number(c.mean_difference), csv_number(low),
+            csv_number(high),
+            csv_number(c.p_t), csv_number(c.p_t_holm if c.kind == "align_vs" else None),
+            csv_number(c.p_wilcoxon), _verdict_key(c), c.sentence(), "; ".join(c.left_out),
         ])
     return csv_text(CSV_COLUMNS, rows, provenance)
 
