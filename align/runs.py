@@ -4,7 +4,7 @@ A run is trained once into the store `<runs>/.store/<key>/` (`align.store`), wit
 content identity of its train job (`align.identity`): the parameters it reads, resolved for the
 dataset and in the method's canonical form, the code it runs, and a digest of the shards it reads.
 The named folder `<runs>/<dataset>/<domain>/<method>/seed<k>/` that DVC and Snakemake see holds
-hard links to it. Two names for the same experiment (`wo_eg` and `align` with lambda3 = 0) share
+links to it. Two names for the same experiment (`wo_eg` and `align` with lambda3 = 0) share
 one key, a reverted parameter finds its finished run again, and a run trained on other data is
 never found.
 """

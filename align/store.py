@@ -3,13 +3,14 @@
 An entry is built in a hidden staging folder `<root>/.<key>.building/` and appears under its key
 only through one rename, after a manifest with the sha256 of every file has been written into it:
 an entry that exists is complete, and a job killed at any moment either left a finished entry or
-a staging folder to resume from. Entry files reach the folders that DVC and Snakemake see
-(`materialize`) as hard links. They stay writable by their owner: Snakemake refuses to rerun a job
-whose outputs its user cannot write (`ProtectedOutputException`), which read-only files made a
-dead end for every user but root. A write through such a link reaches the store, so every reuse
-checks the manifest, and a damaged entry is removed so that its job computes it again. A file
-lock per key makes two processes that would compute one result (`dre` and `wo_eg`, or two users)
-take turns: the second waits, then finds the first one's entry.
+a staging folder to resume from. An entry's files are read-only, and are also hard-linked into
+the project's DVC cache (`align.dvc_cache`), so that each is on disk once. They reach the folders
+that DVC and Snakemake see (`materialize`) as symbolic links: Snakemake refuses to rerun a job
+whose outputs its user cannot write (`ProtectedOutputException`), but not a link, and a write
+through a link is refused (root excepted). Every reuse still checks the manifest, and a damaged
+entry is removed so that its job computes it again. A file lock per key makes two processes that
+would compute one result (`dre` and `wo_eg`, or two users) take turns: the second waits, then
+finds the first one's entry.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from filelock import FileLock, Timeout
 
 from align.atomic import write_json_atomically
 from align.digests import file_digest
+from align.dvc_cache import project_cache, share_with_dvc_cache
 from align.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-STORED_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH
-"""rw-r--r--: others may read a shared store, only its owner replaces files (see above)."""
+STORED_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+"""r--r--r--: sealed, and what DVC's cache objects are; others may read a shared store."""
 WAIT_NOTICE_S = 5.0
 """How long to wait for another process's lock before saying so in the log."""
 
@@ -172,13 +174,14 @@ def materialize(
     """Replace the folder `named` by the files of the stored `entry` (its manifest's files but
     those named in `skip`).
 
-    Files are hard-linked (copied across file systems), or written through `rewrite(name, bytes)`
-    when given (e.g. to stamp a requested name into JSON). The new folder appears by one rename,
-    and its files get a fresh modification time, so that Snakemake, comparing times, sees them as
-    newer than the inputs they were made from.
+    Files are relative symbolic links to the entry's (writable copies where the file system has
+    no links), or written through `rewrite(name, bytes)` when given (e.g. to stamp a requested
+    name into JSON). The new folder appears by one rename; a link is dated when it is made, and
+    Snakemake dates an output link by itself, so it sees them as newer than their inputs.
     """
     staging = named.with_name(f".{named.name}.partial")
     remove_tree(staging)
+    cache = project_cache(named.resolve().parent)
     for name in manifest_of(entry):
         if name in skip:
             continue
@@ -186,12 +189,13 @@ def materialize(
         target.parent.mkdir(parents=True, exist_ok=True)
         if rewrite is not None:
             target.write_bytes(rewrite(name, source.read_bytes()))
-        else:
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copy2(source, target)
-        os.utime(target)
+            continue
+        if cache is not None:
+            share_with_dvc_cache(source, cache)
+        try:  # relative: staging and `named` are siblings, and the project may move
+            target.symlink_to(os.path.relpath(source.resolve(), target.parent.resolve()))
+        except OSError:
+            shutil.copyfile(source, target)
     remove_tree(named)
     staging.rename(named)
     return named

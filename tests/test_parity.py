@@ -27,6 +27,7 @@ import yaml
 from conftest import TINY_SYNTHETIC, make_params
 
 from align.config import parse_params
+from align.dvc_cache import md5_of
 from align.errors import UserError
 from align.identity import iter_leaf_keys
 
@@ -172,6 +173,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     env = {**os.environ, "PATH": BARE_PATH, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("VIRTUAL_ENV", None)
     run([str(bin_dir / "dvc"), "init", "--no-scm", "-q"], root, env)
+    # The committed DVC settings (cache types, the default remote), without git.
+    (root / ".dvc" / "config").write_text((REPO / ".dvc" / "config").read_text())
+    run([str(bin_dir / "dvc"), "config", "core.no_scm", "true"], root, env)
     # As `make run` builds it (with the environment on PATH, as make puts it there).
     run(["workflow/run"], root, {**env, "PATH": f"{bin_dir}:{BARE_PATH}", "JOBS": "2"})
     return root, env
@@ -301,8 +305,10 @@ def test_a_truncated_model_is_trained_again(project):
     root, _ = project
     model = root / ERM_RUN / "model.pt"
     size = model.stat().st_size
-    with model.open("r+b") as file:  # a hard link into the store: the stored copy too
-        file.truncate(size // 2)
+    # As a user would: the stored copy behind the link is read-only, so it is replaced.
+    truncated = model.read_bytes()[: size // 2]
+    model.unlink()
+    model.write_bytes(truncated)
     said = snakemake_for(project, str(ERM_RUN / "eval"), "--quiet", "all")
     assert f"train/synthetic/gradient/erm/seed0: {ERM_RUN}/model.pt was changed" in said
     assert model.stat().st_size == size
@@ -414,6 +420,34 @@ def test_a_change_after_dvc_built_the_outputs_is_seen_by_snakemake(project):
     assert "Nothing to be done" in snakemake_for(project, "-n", "all")
 
 
+def test_each_model_is_one_file_on_disk_for_the_store_the_workspace_and_dvc(project):
+    # Every model was on disk twice after `make run` (the store's file, linked into the workspace,
+    # and DVC's copy in its cache), three times after `dvc repro`. Now the store's file is DVC's
+    # cache object, and the workspace's name a link to it.
+    root, env = project
+    snakemake_for(project, "all")  # every output present, as a test above may have removed one
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run([dvc, "commit", "--force", "--quiet"], root, env)  # as workflow/run leaves it
+    models = sorted((root / "runs").glob("synthetic/*/*/seed*/model.pt"))
+    assert models
+    inodes = set()
+    for model in models:
+        key = json.loads((model.parent / "identity.json").read_text())["key"]
+        stored = root / "runs" / ".store" / key / "model.pt"
+        md5 = md5_of(stored)
+        cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        assert model.is_symlink()
+        assert model.stat().st_ino == stored.stat().st_ino == cached.stat().st_ino, model
+        assert not os.access(stored, os.W_OK) or os.geteuid() == 0  # sealed
+        inodes.add(stored.stat().st_ino)
+    # No other copy of a model anywhere in the project (a model is the only file of its size).
+    sizes = {model.stat().st_size for model in models}
+    files = [Path(folder, name) for folder, _, names in os.walk(root) for name in names]
+    copies = {path.stat().st_ino for path in files
+              if not path.is_symlink() and path.stat().st_size in sizes}
+    assert copies == inodes
+
+
 def test_dvc_yaml_names_the_paths_align_writes():
     # Snakemake's rules take every path from the stages' declared outputs (align/stages.py,
     # workflow/rules/common.smk); dvc.yaml cannot, so its paths are checked against the same
@@ -469,22 +503,8 @@ def test_a_clone_pulls_every_result_from_the_default_remote_and_trains_nothing(
     # Every target present again (a test above may have left one removed), as DVC recorded it.
     snakemake_for(project, "all")
     assert json.loads(run([dvc, "status", "--json"], root, env)) == {}
-    # The store links each trained model into place and `make run` leaves that link as it is, so
-    # a model is one file in the workspace and the store; DVC's cache holds its other copy.
     models = sorted((root / "runs").glob("synthetic/*/*/seed*/model.pt"))
-    for model in models:
-        key = json.loads((model.parent / "identity.json").read_text())["key"]
-        assert model.stat().st_ino == (root / "runs" / ".store" / key / "model.pt").stat().st_ino
-
-    # The committed DVC settings (this copy was made by `dvc init --no-scm`, without git).
-    config = root / ".dvc" / "config"
-    own_config = config.read_text()
-    config.write_text((REPO / ".dvc" / "config").read_text())
-    try:
-        run([dvc, "config", "core.no_scm", "true"], root, env)
-        run([dvc, "push", "--quiet"], root, env)
-    finally:
-        config.write_text(own_config)
+    run([dvc, "push", "--quiet"], root, env)
     assert (root.parent / "align-dvc-remote" / "files" / "md5").is_dir()
 
     # What git holds after `make run` (dvc.lock included), committed and cloned beside it.
@@ -516,4 +536,7 @@ def test_a_clone_pulls_every_result_from_the_default_remote_and_trains_nothing(
     assert results and all((clone / path).read_bytes() == (root / path).read_bytes()
                            for path in results)
     assert all((clone / model.relative_to(root)).read_bytes() == model.read_bytes()
+               for model in models)
+    # A pulled model is on disk once there too: in the clone's cache, linked into its workspace.
+    assert all((clone / model.relative_to(root)).resolve().is_relative_to(clone / ".dvc" / "cache")
                for model in models)

@@ -41,29 +41,35 @@ def count_training(monkeypatch: pytest.MonkeyPatch) -> list[RunSpec]:
     return trained
 
 
-def test_stored_files_are_writable_by_their_owner_only_and_listed_in_a_manifest(
+def test_stored_files_are_read_only_listed_in_a_manifest_and_linked_into_place(
     tiny_synthetic, tmp_path
 ):
     named = train_run(tiny_synthetic, RunSpec("synthetic", "gradient", "erm", 0), tmp_path,
                       show_progress=False)
-    # Snakemake refuses to rerun a job whose outputs its user cannot write
-    # (ProtectedOutputException): read-only stored files were a dead end for every user but root.
-    mode = (named / "model.pt").stat().st_mode
-    assert mode & stat.S_IWUSR and not mode & (stat.S_IWGRP | stat.S_IWOTH)
     key = json.loads((named / "identity.json").read_text())["key"]
-    manifest = json.loads((Store(store_root(tmp_path)).entry(key) / MANIFEST).read_text())
+    entry = Store(store_root(tmp_path)).entry(key)
+    assert stat.S_IMODE((entry / "model.pt").stat().st_mode) == 0o444
+    # Snakemake refuses to rerun a job whose outputs its user cannot write
+    # (ProtectedOutputException), links excepted: read-only stored files reach the named folder
+    # as relative links, which still point at them when the project moves.
+    link = named / "model.pt"
+    assert link.is_symlink() and not os.readlink(link).startswith("/")
+    assert link.resolve() == (entry / "model.pt").resolve()
+    manifest = json.loads((entry / MANIFEST).read_text())
     assert {"model.pt", "metrics.json", "identity.json"} <= set(manifest)
     assert not any(CHECKPOINT in name for name in manifest)
 
 
-def test_a_stored_run_damaged_through_its_named_folder_is_detected_and_trained_again(
+def test_a_stored_run_changed_behind_its_read_only_mode_is_detected_and_trained_again(
     tiny_synthetic, tmp_path, monkeypatch
 ):
     spec = RunSpec("synthetic", "gradient", "erm", 0)
     named = train_run(tiny_synthetic, spec, tmp_path, show_progress=False)
     original = (named / "model.pt").read_bytes()
-    # `cp other model.pt` writes through the hard link into the store.
-    (named / "model.pt").write_bytes(b"not a model")
+    # Changed behind its read-only mode (`chmod u+w` then `cp other model.pt`, or root).
+    stored = (named / "model.pt").resolve()
+    stored.chmod(0o644)
+    stored.write_bytes(b"not a model")
     trained = count_training(monkeypatch)
     again = train_run(tiny_synthetic, spec, tmp_path, show_progress=False)
     assert trained == [spec]  # not "identical run found": the damage was seen
