@@ -76,7 +76,7 @@ def test_the_circle_finder_finds_a_circle() -> None:
 LAYERS = (
     ("foundation", ("align", "align.errors", "align.schema", "align.registry", "align.atomic",
                     "align.digests", "align.threads", "align.device", "align.checkpoint",
-                    "align.store", "align.rows")),
+                    "align.dvc_cache", "align.store", "align.rows")),
     ("components", ("align.data", "align.data.images", "align.data.layout", "align.data.download",
                     "align.data.http_download", "align.data.gdrive_download",
                     "align.data.checksums", "align.data.archives", "align.data.transforms",

@@ -109,6 +109,9 @@ def write_evals(runs_root: Path, methods: list[str], seeds: list[int]) -> None:
                 run_dir = RunSpec("synthetic", train, method, seed).named_dir(runs_root)
                 (run_dir / "eval").mkdir(parents=True, exist_ok=True)
                 (run_dir / "model.pt").touch()
+                # Replaced, not written through: a trained run's file is a link to its
+                # read-only stored copy.
+                (run_dir / "metrics.json").unlink(missing_ok=True)
                 (run_dir / "metrics.json").write_text(json.dumps({
                     "selected_step": selected_step(method, seed),
                     "first_selectable_step": FIRST_SELECTABLE[method],
