@@ -19,16 +19,18 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from align.atomic import atomic_path
+from align.errors import UserError
 
-CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 def md5_of(path: Path) -> str:
-    """The md5 of a file's bytes: DVC 3's name for it in its cache."""
+    """The md5 of a file's bytes, read in chunks: DVC 3's name for it in its cache. Here, not in
+    align.digests, which every job's code identity includes: this is bookkeeping."""
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
+        while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -70,15 +72,12 @@ def share_with_dvc_cache(path: Path, cache: Path) -> None:
             if md5_of(cached) == md5:  # a damaged cache object is DVC's to notice, not ours
                 _replace_by_link(cached, path)
             return
-        cached.parent.mkdir(parents=True, exist_ok=True)
         _replace_by_link(path, cached)
-    except OSError as error:  # another file system, a cache this user cannot write, ...
+    except (OSError, UserError) as error:  # another file system, a cache this user cannot write
         log.debug("%s: not shared with DVC's cache %s (%s)", path, cache, error)
 
 
 def _replace_by_link(source: Path, target: Path) -> None:
     """`target` becomes a hard link of `source`, in one rename."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.link")
-    partial.unlink(missing_ok=True)
-    os.link(source, partial)
-    partial.replace(target)
+    with atomic_path(target) as partial:
+        os.link(source, partial)
